@@ -1,0 +1,50 @@
+"""The `reft` command: one parser, one subcommand per pipeline stage.
+
+Each subcommand lives in `reft.commands.<name>` and exposes `register(subparsers)`, which adds its
+parser and sets `handler` to a function `(args) -> int`. Command modules import heavy libraries (torch,
+transformers) inside their handlers, so `reft --help` and `reft data ...` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from reft import __version__
+from reft.config import ConfigError
+from reft.data.errors import DataError
+
+# Only commands that work are registered; later stages add their module name here.
+COMMAND_MODULES = ["data"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reft",
+        description="ReFT: SFT warm-up, PPO on answer correctness, and evaluation for math word problems.",
+    )
+    parser.add_argument("--version", action="version", version=f"reft {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"reft.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.handler(args)
+    except (ConfigError, DataError) as error:
+        print(f"reft {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reft {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""One module per `reft` subcommand; each exposes `register(subparsers)`."""

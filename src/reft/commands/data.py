@@ -1,0 +1,133 @@
+"""`reft data`: generate the synthetic task and inspect datasets.
+
+reft data synth --n 20000 --split train --out train.json [--cot nl|python] [--seed S] [knob=value ...]
+reft data stats --dataset FILE|synth:SPLIT[:N] [--tokenizer PATH] [--cot nl|python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from reft.config import add_config_arguments, config_from_args, save_config
+from reft.data.example import CotKind
+from reft.data.loaders import detect_cot_kind, load_dataset
+from reft.data.prompts import render_generation_prompt, render_prompt, render_target
+from reft.data.synthetic import SPLIT_BUCKETS, SynthConfig, generate_examples
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="generate the synthetic task; inspect datasets")
+    commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    synth = commands.add_parser(
+        "synth", help="write the built-in synthetic task in the ReFT JSON format"
+    )
+    synth.add_argument("--n", type=int, required=True, help="number of problems")
+    synth.add_argument("--split", choices=sorted(SPLIT_BUCKETS), required=True)
+    synth.add_argument("--out", type=Path, required=True, help="output .json file")
+    synth.add_argument(
+        "--cot",
+        type=CotKind,
+        choices=list(CotKind),
+        default=CotKind.nl,
+        help="gold solution written to answer_cot (default: nl)",
+    )
+    synth.add_argument("--seed", type=int, default=None, help="generation seed (knob 'seed')")
+    add_config_arguments(synth, SynthConfig)
+    synth.set_defaults(handler=run_synth)
+
+    stats = commands.add_parser(
+        "stats", help="counts, answer kinds, lengths and a rendered example"
+    )
+    stats.add_argument(
+        "--dataset", required=True, help="a .json/.jsonl file, synth:SPLIT[:N] or hf:..."
+    )
+    stats.add_argument("--tokenizer", default=None, help="tokenizer name or path for token lengths")
+    stats.add_argument(
+        "--cot",
+        type=CotKind,
+        choices=list(CotKind),
+        default=None,
+        help="render as this CoT kind (default: the kind the data carries)",
+    )
+    stats.add_argument(
+        "--strip-calculator", action="store_true", help="remove GSM8K <<a*b=c>> calculator marks"
+    )
+    stats.set_defaults(handler=run_stats)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    config = config_from_args(
+        SynthConfig, argparse.Namespace(config=args.config, overrides=overrides)
+    )
+    examples = generate_examples(config, args.split, args.n, args.cot)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps([example.to_reft_json() for example in examples], indent=1) + "\n")
+    tmp.replace(args.out)
+    config_path = save_config(config, args.out.with_name(args.out.stem + ".config.yaml"))
+    print(
+        f"wrote {len(examples)} {args.split} problems ({args.cot.value}) to {args.out}; knobs in {config_path}"
+    )
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    examples = load_dataset(args.dataset, strip_calculator=args.strip_calculator)
+    cot = args.cot or detect_cot_kind(examples) or CotKind.nl
+    print(f"dataset      {args.dataset}")
+    print(f"items        {len(examples)}")
+    print(f"sources      {dict(Counter(example.source for example in examples))}")
+    print(f"answer kinds {dict(Counter(example.answer_kind.value for example in examples))}")
+    carried = detect_cot_kind(examples)
+    with_cot = sum(bool(example.cot) for example in examples)
+    print(f"gold CoT     {with_cot} items, kind: {carried.value if carried else 'none'}")
+    if args.tokenizer:
+        _print_token_lengths(examples, args.tokenizer, cot)
+    else:
+        words = [len(example.question.split()) for example in examples]
+        print(f"question words {_percentiles(words)}  (pass --tokenizer for token lengths)")
+    example = examples[0]
+    print(f"\nexample {example.id} (answer {example.answer!r}):")
+    print("---- prompt " + "-" * 40)
+    print(render_generation_prompt(example.question, cot), end="")
+    if example.cot:
+        print("\n---- SFT target (after the plain prompt) " + "-" * 12)
+        print(render_target(example, cot))
+    return 0
+
+
+def _print_token_lengths(examples: list, tokenizer_name: str, cot: CotKind) -> None:
+    from transformers import AutoTokenizer
+
+    from reft.data.tokenize import encode_prompt, encode_target
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    prompts = [
+        len(encode_prompt(tokenizer, render_prompt(example.question))) for example in examples
+    ]
+    print(f"prompt tokens  {_percentiles(prompts)}")
+    trained = [example for example in examples if example.cot]
+    if trained:
+        targets = [
+            len(encode_target(tokenizer, render_target(example, cot))) for example in trained
+        ]
+        totals = [
+            len(encode_prompt(tokenizer, render_prompt(e.question))) + t
+            for e, t in zip(trained, targets, strict=True)
+        ]
+        print(f"target tokens  {_percentiles(targets)}  (EOS included)")
+        print(f"total tokens   {_percentiles(totals)}")
+
+
+def _percentiles(values: list[int]) -> str:
+    ordered = sorted(values)
+
+    def at(fraction: float) -> int:
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    return f"min {ordered[0]}  p50 {at(0.5)}  p90 {at(0.9)}  p99 {at(0.99)}  max {ordered[-1]}"

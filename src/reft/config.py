@@ -1,0 +1,192 @@
+"""Thin glue between the stage config dataclasses and OmegaConf.
+
+Every stage (sft, train, eval, ...) has ONE dataclass whose fields carry their defaults and a docstring
+each. A run's config is resolved in this order, later wins:
+
+    dataclass defaults  <  --config FILE.yaml  <  key=value / dotted.key=value overrides
+
+OmegaConf's structured configs do the parsing, the type checks and the merging; this module only turns
+their errors into messages that name the key and what it accepts, reads the field docstrings for
+`--help`, and writes the resolved config next to a stage's outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
+import textwrap
+from enum import Enum
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+T = TypeVar("T")
+
+CONFIG_FILE_NAME = "config.yaml"
+"""Name of the resolved config written into each stage's output directory."""
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the stage's dataclass."""
+
+
+def load_config(
+    schema: type[T], config_file: str | Path | None = None, overrides: list[str] = ()
+) -> T:
+    """Build a `schema` instance from defaults, an optional YAML file and `key=value` overrides.
+
+    Raises ConfigError naming the offending key, where it came from, and the accepted keys or values.
+    """
+    merged = OmegaConf.structured(schema)
+    if config_file is not None:
+        merged = _merge(schema, merged, _read_yaml(Path(config_file)), source=str(config_file))
+    if overrides:
+        bad = [item for item in overrides if "=" not in item]
+        if bad:
+            raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
+        merged = _merge(schema, merged, OmegaConf.from_dotlist(list(overrides)), source="overrides")
+    try:
+        return OmegaConf.to_object(merged)  # runs the dataclass's __post_init__ checks
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{schema.__name__}: {error}") from error
+
+
+def save_config(config: Any, path: str | Path) -> Path:
+    """Write `config` as YAML to `path` (a directory gets `config.yaml` inside it), atomically."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / CONFIG_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-serialisable dict of a config dataclass (enums become their values)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not OmegaConf.is_dict(loaded):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return loaded
+
+
+def _merge(schema: type, base: Any, update: Any, source: str) -> Any:
+    try:
+        return OmegaConf.merge(base, update)
+    except ConfigKeyError as error:
+        key = error.full_key or "?"
+        parent = _schema_at(schema, key.rsplit(".", 1)[0] if "." in key else "")
+        accepted = ", ".join(f.name for f in dataclasses.fields(parent)) if parent else "?"
+        raise ConfigError(
+            f"{source}: unknown key '{key}' for {schema.__name__}. Accepted keys: {accepted}"
+        ) from None
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        message = str(error).split("\n", 1)[0]
+        expected = _describe_type(schema, key)
+        raise ConfigError(f"{source}: key '{key}': {message} (expected {expected})") from None
+
+
+def _schema_at(schema: type, dotted: str) -> type | None:
+    """The dataclass found at `dotted` inside `schema` ('' is the schema itself)."""
+    current = schema
+    for part in filter(None, dotted.split(".")):
+        hints = get_type_hints(current) if dataclasses.is_dataclass(current) else {}
+        current = hints.get(part)
+        if current is None or not dataclasses.is_dataclass(current):
+            return None
+    return current
+
+
+def _describe_type(schema: type, dotted: str) -> str:
+    parent_path, _, name = dotted.rpartition(".")
+    parent = _schema_at(schema, parent_path)
+    if parent is None:
+        return "?"
+    hint = get_type_hints(parent).get(name)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return "one of " + ", ".join(member.value for member in hint)
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+@cache
+def field_docs(schema: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass: the string literal right after each field."""
+    docs: dict[str, str] = {}
+    for klass in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, after in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def describe_config(schema: type) -> str:
+    """Human-readable list of every field, its default and its docstring (used by `--help`)."""
+    lines = [f"{schema.__name__} fields (override with key=value, nested with a.b=value):"]
+    docs = field_docs(schema)
+    defaults = schema()
+    for f in dataclasses.fields(schema):
+        default = getattr(defaults, f.name)
+        if isinstance(default, Enum):
+            default = default.value
+        lines.append(f"  {f.name} = {default!r}")
+        for doc_line in docs.get(f.name, "").splitlines():
+            lines.append(f"      {doc_line}")
+    return "\n".join(lines)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
+    """Give a stage's parser `--config FILE.yaml` and positional `key=value` overrides."""
+    parser.add_argument("--config", type=Path, default=None, help="YAML file of config values")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="config overrides"
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = describe_config(schema)
+
+
+def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
+    """Resolve a stage config from the arguments added by `add_config_arguments`."""
+    return load_config(schema, args.config, args.overrides)

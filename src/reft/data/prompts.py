@@ -1,0 +1,52 @@
+(
+    """Prompt and target rendering, byte-exact with the paper's code (lqtrung1998/mwp_ReFT).
+
+    prompt        = "Question:\\n" + question.strip() + "\\nAnswer reasoning:\\n"
+    N-CoT target  = cot.strip() + "\\nTherefore, the answer is: " + answer      (EOS appended at tokenisation)
+    P-CoT target  = program.strip()                                            (EOS appended at tokenisation)
+
+For P-CoT, generation (sampling, evaluation, RL rollouts) starts after the program header, so the model
+continues a function whose docstring is the question:
+
+    generation prompt = prompt + 'def solution():\\n    """
+    " + question.strip() + "
+    """\\n'
+
+SFT still trains on the full program (header included) after the plain prompt, as the reference does.
+"""
+)
+
+from __future__ import annotations
+
+from reft.data.example import CotKind, Example
+
+QUESTION_PREFIX = "Question:\n"
+REASONING_PREFIX = "\nAnswer reasoning:\n"
+ANSWER_TRIGGER = "\nTherefore, the answer is: "
+"""The N-CoT final-answer marker; strict extraction reads the text after its LAST occurrence."""
+PROGRAM_SIGNATURE = "def solution():\n"
+
+
+def render_prompt(question: str) -> str:
+    """The paper's prompt: "Question:\\n{question}\\nAnswer reasoning:\\n"."""
+    return f"{QUESTION_PREFIX}{question.strip()}{REASONING_PREFIX}"
+
+
+def program_header(question: str) -> str:
+    """The start of a P-CoT program: its signature and the question as the docstring."""
+    return f'{PROGRAM_SIGNATURE}    """{question.strip()}"""\n'
+
+
+def render_generation_prompt(question: str, cot: CotKind) -> str:
+    """The text a model continues at sampling time (the P-CoT one ends with the program header)."""
+    prompt = render_prompt(question)
+    return prompt + program_header(question) if cot is CotKind.python else prompt
+
+
+def render_target(example: Example, cot: CotKind) -> str:
+    """The SFT target for `example` (without EOS, which tokenisation appends)."""
+    if not example.cot:
+        raise ValueError(f"example {example.id!r} has no gold chain of thought to train on")
+    if cot is CotKind.python:
+        return example.cot.strip()
+    return f"{example.cot.strip()}{ANSWER_TRIGGER}{example.answer}"

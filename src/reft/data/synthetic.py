@@ -1,0 +1,232 @@
+"""The built-in synthetic task: procedural arithmetic word problems with exact N-CoT and P-CoT solutions.
+
+Every problem follows one running quantity (money, a collection, an age, a distance, a stock, savings)
+through 1-4 operations. Each operation is one sentence of the question, one or two lines of the N-CoT
+solution, and one or two assignments of the P-CoT program, so both annotations are exact by
+construction (the tests execute every program).
+
+Knobs (`SynthConfig`) set the difficulty: the number of steps, the operand and value ranges, which
+operations appear, and how often an irrelevant "distractor" sentence with a number is inserted.
+
+Splits are disjoint by construction: a problem's split is a hash of its arithmetic signature (family,
+start value, operations and operands), not of its wording, so the test split never holds the same
+computation as a training problem told with other names. The same seed and knobs give the same items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from reft.data.example import AnswerKind, CotKind, Example
+from reft.data.synthetic_stories import FAMILIES, NAMES, Step, StoryFamily
+
+SPLIT_BUCKETS = {"train": range(0, 80), "dev": range(80, 90), "test": range(90, 100)}
+"""A problem's split is sha256(signature) mod 100 falling in these ranges (80 / 10 / 10)."""
+DEFAULT_SPLIT_SIZES = {"train": 20000, "dev": 500, "test": 1000}
+"""Sizes used by the `synth:SPLIT` dataset spec when no N is given."""
+OPERATIONS = ("add", "sub", "mul", "div", "add_product", "sub_product")
+MAX_ATTEMPTS_PER_ITEM = 200
+
+
+@dataclass
+class SynthConfig:
+    """Difficulty knobs of the synthetic task."""
+
+    seed: int = 0
+    """Generation seed; with the same knobs the same seed gives the same items."""
+    min_steps: int = 1
+    """Fewest operations per problem."""
+    max_steps: int = 4
+    """Most operations per problem (a *_product operation holds two calculations)."""
+    max_start: int = 50
+    """The starting quantity is drawn from 1..max_start."""
+    max_operand: int = 12
+    """Operands of add/sub and the per-item amount of the *_product operations: 1..max_operand."""
+    max_factor: int = 4
+    """Factors and divisors of mul/div, and counts of *_product operations: 2..max_factor."""
+    max_value: int = 300
+    """Every intermediate result stays within 0..max_value."""
+    operations: list[str] = field(default_factory=lambda: list(OPERATIONS))
+    """Operations that may appear: add, sub, mul, div, add_product, sub_product."""
+    families: list[str] = field(default_factory=lambda: sorted(FAMILIES))
+    """Story families that may appear."""
+    distractor_prob: float = 0.3
+    """Probability of inserting one irrelevant sentence with a number."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(
+                f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}"
+            )
+        unknown = set(self.operations) - set(OPERATIONS) or set(self.families) - set(FAMILIES)
+        if unknown or not self.operations or not self.families:
+            raise ValueError(
+                f"operations must be a non-empty subset of {list(OPERATIONS)} and families of "
+                f"{sorted(FAMILIES)}; unknown: {sorted(unknown)}"
+            )
+        if self.max_factor < 2 or self.max_operand < 1 or self.max_start < 1:
+            raise ValueError("need max_factor >= 2, max_operand >= 1 and max_start >= 1")
+        if not 0.0 <= self.distractor_prob <= 1.0:
+            raise ValueError(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
+
+
+@dataclass(frozen=True)
+class SynthProblem:
+    """A generated problem with both of its exact solutions."""
+
+    id: str
+    family: str
+    question: str
+    nl_cot: str
+    """Natural-language steps, without the final-answer trigger (rendering appends it)."""
+    program: str
+    """`def solution():` program in the paper's P-CoT format; it returns `answer`."""
+    answer: int
+    steps: tuple[Step, ...]
+
+    def to_example(self, cot: CotKind) -> Example:
+        solution = self.program if cot is CotKind.python else self.nl_cot
+        return Example(
+            self.id, self.question, str(self.answer), AnswerKind.numeric, "synth", solution
+        )
+
+
+def generate_problems(config: SynthConfig, split: str, n: int) -> list[SynthProblem]:
+    """`n` distinct problems of `split` ("train", "dev" or "test"), deterministic in (config, split)."""
+    if split not in SPLIT_BUCKETS:
+        raise ValueError(f"split must be one of {sorted(SPLIT_BUCKETS)}, got {split!r}")
+    rng = random.Random(f"reft-synth:{config.seed}:{split}")
+    problems: list[SynthProblem] = []
+    seen: set[str] = set()
+    for _ in range(max(n, 1) * MAX_ATTEMPTS_PER_ITEM):
+        if len(problems) == n:
+            return problems
+        family = FAMILIES[rng.choice(config.families)]
+        steps = _sample_steps(rng, config, [op for op in config.operations if op in family.ops])
+        if steps is None:
+            continue
+        signature = "|".join(
+            [family.name, str(steps[0].before), *(f"{s.op}{s.operands}" for s in steps)]
+        )
+        if signature in seen or _split_of(signature) != split:
+            continue
+        seen.add(signature)
+        problems.append(_render(rng, config, family, steps, f"synth_{split}_{len(problems)}"))
+    if len(problems) < n:
+        raise ValueError(
+            f"only {len(problems)} distinct {split} problems found for n={n}: the knobs allow too "
+            "few different problems (raise max_steps, max_operand or max_start)"
+        )
+    return problems
+
+
+def generate_examples(
+    config: SynthConfig, split: str, n: int, cot: CotKind = CotKind.nl
+) -> list[Example]:
+    """`generate_problems` as `Example` records carrying the `cot` kind of gold solution."""
+    return [problem.to_example(cot) for problem in generate_problems(config, split, n)]
+
+
+def _split_of(signature: str) -> str:
+    bucket = int(hashlib.sha256(signature.encode()).hexdigest(), 16) % 100
+    return next(name for name, buckets in SPLIT_BUCKETS.items() if bucket in buckets)
+
+
+def _sample_steps(
+    rng: random.Random, config: SynthConfig, operations: list[str]
+) -> list[Step] | None:
+    """A chain of min_steps..max_steps operations keeping every value an integer in 0..max_value.
+
+    Returns None when the drawn chain gets stuck (no operation feasible); the caller draws again.
+    """
+    if not operations:
+        raise ValueError(
+            f"no family in {config.families} supports the operations {config.operations}"
+        )
+    value = rng.randint(1, config.max_start)
+    steps: list[Step] = []
+    for _ in range(rng.randint(config.min_steps, config.max_steps)):
+        choices = [op for op in operations if _operands(rng, config, op, value) is not None]
+        if not choices:
+            return None
+        op = rng.choice(choices)
+        operands = _operands(rng, config, op, value)
+        steps.append(Step(op, operands, value, _apply(op, value, operands)))
+        value = steps[-1].after
+    return steps
+
+
+def _operands(
+    rng: random.Random, config: SynthConfig, op: str, value: int
+) -> tuple[int, ...] | None:
+    """Random operands for `op` that keep the result an integer in range, or None if impossible."""
+    factor_max, operand_max, top = config.max_factor, config.max_operand, config.max_value
+    if op == "add" and value + 1 <= top:
+        return (rng.randint(1, min(operand_max, top - value)),)
+    if op == "sub" and value >= 1:
+        return (rng.randint(1, min(operand_max, value)),)
+    if op == "mul" and value * 2 <= top and value >= 1:
+        return (rng.randint(2, min(factor_max, top // value)),)
+    if op == "div":
+        divisors = [d for d in range(2, factor_max + 1) if value % d == 0 and value // d >= 1]
+        return (rng.choice(divisors),) if divisors else None
+    if op in ("add_product", "sub_product"):
+        room = top - value if op == "add_product" else value
+        pairs = [
+            (count, each)
+            for count in range(2, factor_max + 1)
+            for each in range(1, operand_max + 1)
+            if count * each <= room
+        ]
+        return rng.choice(pairs) if pairs else None
+    return None
+
+
+def _apply(op: str, value: int, operands: tuple[int, ...]) -> int:
+    if op == "add":
+        return value + operands[0]
+    if op == "sub":
+        return value - operands[0]
+    if op == "mul":
+        return value * operands[0]
+    if op == "div":
+        return value // operands[0]
+    count, each = operands
+    return value + count * each if op == "add_product" else value - count * each
+
+
+def _render(
+    rng: random.Random, config: SynthConfig, family: StoryFamily, steps: list[Step], item_id: str
+) -> SynthProblem:
+    """Tell the steps as a story: question sentences, N-CoT lines and program lines together."""
+    words = family.pick_words(rng, people=len(steps) + 1)
+    sentences = [family.start.format(v=steps[0].before, **words)]
+    cot_lines = [family.start_cot.format(v=steps[0].before, **words)]
+    var = f"{family.variable}_0"
+    program = [f"{var} = {steps[0].before}"]
+    for index, step in enumerate(steps, start=1):
+        context = {**words, "prev": words[f"person{index - 1}"], "next": words[f"person{index}"]}
+        sentence, lines, code, var = family.tell(step, index, var, context)
+        sentences.append(sentence)
+        cot_lines.extend(lines)
+        program.extend(code)
+    if rng.random() < config.distractor_prob:
+        other = rng.choice([name for name in NAMES if name not in words.values()])
+        distractor = family.distractor.format(
+            other=other, y=rng.randint(2, config.max_start), **words
+        )
+        sentences.insert(rng.randint(1, len(sentences)), distractor)
+    question = " ".join([*sentences, family.question.format(**words, last=context["next"])])
+    header = f'def solution():\n    """{question}"""\n'
+    body = "".join(f"    {line}\n" for line in [*program, f"result = {var}", "return result"])
+    return SynthProblem(
+        id=item_id,
+        family=family.name,
+        question=question,
+        nl_cot="\n".join(cot_lines),
+        program=(header + body).rstrip("\n"),
+        answer=steps[-1].after,
+        steps=tuple(steps),
+    )

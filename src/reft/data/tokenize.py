@@ -1,0 +1,101 @@
+"""Tokenisation for training: prompt tokens masked out of the loss, EOS appended, over-length counted.
+
+The prompt and the target are encoded separately and concatenated (as the reference does), so the
+training sequence starts with exactly the tokens a model sees at generation time. The EOS that ends the
+target is built into `labels` here, not recovered later from `input_ids == pad_token_id`: tokenizers
+whose pad token IS the EOS token (Llama/SmolLM-style) keep the EOS in the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from reft.data.example import CotKind, Example
+from reft.data.prompts import render_prompt, render_target
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+"""Label of tokens that carry no loss (PyTorch's cross-entropy default ignore_index)."""
+
+
+class OverlengthPolicy(str, Enum):
+    """What to do with an example longer than `max_length` tokens."""
+
+    skip = "skip"
+    """Leave it out of training (counted and reported)."""
+    truncate = "truncate"
+    """Keep its first `max_length` tokens (the target loses its end and its EOS)."""
+
+
+@dataclass(frozen=True)
+class SFTFeatures:
+    """One tokenised training example: prompt + target + EOS."""
+
+    example_id: str
+    input_ids: list[int]
+    labels: list[int]
+    """Same length as input_ids; IGNORE_INDEX on prompt tokens, the token id on target tokens."""
+
+
+@dataclass
+class TokenizationReport:
+    """Counts of what tokenisation did, for logs and `reft data stats`."""
+
+    total: int = 0
+    kept: int = 0
+    skipped_overlength: int = 0
+    truncated: int = 0
+    max_length: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.kept}/{self.total} examples kept (max_length={self.max_length}); "
+            f"{self.skipped_overlength} skipped as over-length, {self.truncated} truncated"
+        )
+
+
+def eos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The tokenizer's EOS id; a tokenizer without one cannot mark where an answer ends."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no EOS token")
+    return tokenizer.eos_token_id
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """Prompt ids, with the tokenizer's own special tokens (e.g. Llama's BOS) as at generation."""
+    return tokenizer.encode(prompt, add_special_tokens=True)
+
+
+def encode_target(tokenizer: PreTrainedTokenizerBase, target: str) -> list[int]:
+    """Target ids followed by EOS (no BOS or other special tokens inside the sequence)."""
+    return [*tokenizer.encode(target, add_special_tokens=False), eos_token_id(tokenizer)]
+
+
+def tokenize_sft(
+    examples: list[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    cot: CotKind,
+    max_length: int,
+    overlength: OverlengthPolicy = OverlengthPolicy.skip,
+) -> tuple[list[SFTFeatures], TokenizationReport]:
+    """Tokenise examples for SFT; the report counts what was skipped or truncated."""
+    report = TokenizationReport(total=len(examples), max_length=max_length)
+    features = []
+    for example in examples:
+        prompt_ids = encode_prompt(tokenizer, render_prompt(example.question))
+        target_ids = encode_target(tokenizer, render_target(example, cot))
+        input_ids = prompt_ids + target_ids
+        labels = [IGNORE_INDEX] * len(prompt_ids) + target_ids
+        if len(input_ids) > max_length:
+            if overlength is OverlengthPolicy.skip or len(prompt_ids) >= max_length:
+                report.skipped_overlength += 1
+                continue
+            input_ids, labels = input_ids[:max_length], labels[:max_length]
+            report.truncated += 1
+        features.append(SFTFeatures(example.id, input_ids, labels))
+    report.kept = len(features)
+    return features, report

@@ -1,0 +1,1 @@
+"""Model and tokenizer loading, tiny presets and the value head."""

@@ -1,0 +1,38 @@
+"""Shared fixtures: the read-only datasets beside the repo and a tokenizer trained on the spot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _shared_file(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the shared datasets are not beside this checkout")
+    return path
+
+
+@pytest.fixture
+def shared_file():
+    """`shared_file("mwp_reft/svamp_nl.json")`: a file of ../shared/data, or skip saying it is absent."""
+    return _shared_file
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on synthetic problems (pad != eos)."""
+    from reft.data.prompts import render_prompt
+    from reft.data.synthetic import SynthConfig, generate_problems
+    from reft.models.tokenizer import train_tokenizer
+
+    problems = generate_problems(SynthConfig(), "train", 300)
+    texts = [render_prompt(p.question) + p.nl_cot for p in problems] + [p.program for p in problems]
+    return train_tokenizer(texts, vocab_size=400)

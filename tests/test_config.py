@@ -1,0 +1,129 @@
+"""The config glue: defaults < YAML file < key=value overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+
+import pytest
+import yaml
+
+from reft.config import ConfigError, describe_config, field_docs, load_config, save_config
+from reft.data.synthetic import SynthConfig
+
+
+class Mode(str, Enum):
+    fast = "fast"
+    exact = "exact"
+
+
+@dataclass
+class Inner:
+    temperature: float = 1.0
+    """Sampling temperature."""
+
+
+@dataclass
+class Stage:
+    lr: float = 1e-5
+    """Learning rate."""
+    steps: int = 10
+    """Number of steps."""
+    mode: Mode = Mode.fast
+    """How to run."""
+    name: str | None = None
+    """Optional run name."""
+    tags: list[str] = field(default_factory=list)
+    """Free-form tags."""
+    gen: Inner = field(default_factory=Inner)
+    """Generation settings."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+
+
+def test_defaults_file_and_overrides_in_order(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 0.001\nsteps: 5\ngen:\n  temperature: 0.5\n")
+    config = load_config(
+        Stage, recipe, ["steps=7", "mode=exact", "gen.temperature=0.0", "tags=[a,b]"]
+    )
+    assert config == Stage(lr=0.001, steps=7, mode=Mode.exact, tags=["a", "b"], gen=Inner(0.0))
+    assert load_config(Stage) == Stage()
+
+
+def test_unknown_key_names_it_and_lists_accepted_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'lrr'.*Accepted keys: lr, steps, mode"):
+        load_config(Stage, None, ["lrr=1"])
+
+
+def test_unknown_nested_key_lists_the_nested_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'gen.temp'.*Accepted keys: temperature"):
+        load_config(Stage, None, ["gen.temp=1"])
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'stepz'"):
+        load_config(Stage, recipe)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("steps=2.5", r"key 'steps'.*expected int"),
+        ("lr=fast", r"key 'lr'.*expected float"),
+        ("mode=slow", r"key 'mode'.*expected one of fast, exact"),
+    ],
+)
+def test_wrong_type_names_key_and_accepted_values(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(Stage, None, [override])
+
+
+def test_post_init_checks_are_reported():
+    with pytest.raises(ConfigError, match="steps must be >= 0"):
+        load_config(Stage, None, ["steps=-1"])
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(Stage, None, ["steps"])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Stage, tmp_path / "nope.yaml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(Stage, listing)
+
+
+def test_saved_config_reloads_to_the_same_value(tmp_path):
+    config = Stage(lr=0.5, mode=Mode.exact, tags=["x"], gen=Inner(0.7))
+    path = save_config(config, tmp_path / "out")
+    assert path.name == "config.yaml"
+    assert yaml.safe_load(path.read_text())["mode"] == "exact"
+    assert load_config(Stage, path) == config
+
+
+def test_field_docs_are_read_from_attribute_docstrings():
+    assert field_docs(Stage) == {
+        "lr": "Learning rate.",
+        "steps": "Number of steps.",
+        "mode": "How to run.",
+        "name": "Optional run name.",
+        "tags": "Free-form tags.",
+        "gen": "Generation settings.",
+    }
+    assert "mode = 'fast'" in describe_config(Stage)
+
+
+@pytest.mark.parametrize("schema", [SynthConfig])
+def test_every_stage_field_has_a_docstring(schema):
+    missing = {f.name for f in dataclasses.fields(schema)} - set(field_docs(schema))
+    assert not missing, f"{schema.__name__} fields without a docstring: {sorted(missing)}"

@@ -1,0 +1,150 @@
+"""The synthetic task: deterministic, disjoint splits, exact N-CoT and P-CoT annotations, knobs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from reft.data.example import CotKind
+from reft.data.synthetic import OPERATIONS, SynthConfig, generate_examples, generate_problems
+from reft.data.synthetic_stories import FAMILIES
+
+CALCULATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+
+
+def _signature(problem) -> tuple:
+    return (
+        problem.family,
+        problem.steps[0].before,
+        tuple((s.op, s.operands) for s in problem.steps),
+    )
+
+
+def test_same_seed_same_items_other_seed_other_items():
+    first = generate_problems(SynthConfig(seed=1), "train", 200)
+    assert first == generate_problems(SynthConfig(seed=1), "train", 200)
+    assert first != generate_problems(SynthConfig(seed=2), "train", 200)
+    # A larger request extends a smaller one: the first items do not depend on n.
+    assert generate_problems(SynthConfig(seed=1), "train", 250)[:200] == first
+
+
+def test_splits_are_disjoint_in_computation_and_text():
+    splits = {name: generate_problems(SynthConfig(), name, n) for name, n in
+              [("train", 3000), ("dev", 500), ("test", 500)]}  # fmt: skip
+    for a, b in [("train", "dev"), ("train", "test"), ("dev", "test")]:
+        assert not {_signature(p) for p in splits[a]} & {_signature(p) for p in splits[b]}
+        assert not {p.question for p in splits[a]} & {p.question for p in splits[b]}
+    for problems in splits.values():
+        assert len({_signature(p) for p in problems}) == len(problems)
+
+
+def test_splits_do_not_depend_on_the_seed():
+    """A computation is in the test split for every seed, so seeds never leak test items."""
+    test_signatures = {_signature(p) for p in generate_problems(SynthConfig(seed=0), "test", 500)}
+    train = generate_problems(SynthConfig(seed=7), "train", 3000)
+    assert not test_signatures & {_signature(p) for p in train}
+
+
+def test_nl_cot_calculations_are_exact_and_end_at_the_answer():
+    for problem in generate_problems(SynthConfig(), "train", 500):
+        calculations = CALCULATION.findall(problem.nl_cot)
+        assert len(calculations) == sum(2 if "product" in s.op else 1 for s in problem.steps)
+        for left, op, right, result in calculations:
+            expected = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__}
+            assert expected[op](int(left), int(right)) == int(result), problem.nl_cot
+            if op == "/":
+                assert int(left) % int(right) == 0
+        assert int(calculations[-1][3]) == problem.answer
+
+
+def test_programs_execute_to_the_answer_in_a_separate_process():
+    problems = generate_problems(SynthConfig(seed=3), "dev", 300)
+    runner = (
+        "import json, sys\n"
+        "out = []\n"
+        "for program in json.load(sys.stdin):\n"
+        "    scope = {}\n"
+        "    exec(program, scope)\n"
+        "    out.append(scope['solution']())\n"
+        "print(json.dumps(out))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", runner],
+        input=json.dumps([p.program for p in problems]),
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(completed.stdout) == [p.answer for p in problems]
+
+
+def test_program_format_matches_the_paper():
+    problem = generate_problems(SynthConfig(), "test", 1)[0]
+    assert problem.program.startswith(f'def solution():\n    """{problem.question}"""\n')
+    assert problem.program.endswith("\n    result = " + problem.program.split("result = ")[-1])
+    assert problem.program.rstrip().endswith("return result")
+
+
+def test_examples_carry_the_requested_gold_solution():
+    nl = generate_examples(SynthConfig(), "dev", 5, CotKind.nl)
+    py = generate_examples(SynthConfig(), "dev", 5, CotKind.python)
+    assert [e.id for e in nl] == [e.id for e in py] == [f"synth_dev_{i}" for i in range(5)]
+    assert all(e.cot.startswith("def solution") for e in py)
+    assert not any(e.cot.startswith("def solution") for e in nl)
+    assert all(e.answer == str(int(e.answer)) for e in nl)
+
+
+def test_knobs_bound_steps_values_operations_and_families():
+    config = SynthConfig(min_steps=2, max_steps=3, max_value=60, max_start=20,
+                         operations=["add", "mul"], families=["ages", "work"], distractor_prob=0.0)  # fmt: skip
+    problems = generate_problems(config, "train", 300)
+    assert {len(p.steps) for p in problems} <= {2, 3}
+    assert {p.family for p in problems} == {"ages", "work"}
+    for problem in problems:
+        assert all(s.op in ("add", "mul") for s in problem.steps)
+        assert all(0 <= s.after <= 60 for s in problem.steps)
+        assert problem.steps[0].before <= 20
+
+
+def test_distractors_follow_the_knob():
+    def with_distractor(prob: float) -> int:
+        problems = generate_problems(SynthConfig(distractor_prob=prob, seed=5), "train", 300)
+        # A distractor adds a sentence that is neither the start, a step nor the question.
+        return sum(
+            p.question.count(".") + p.question.count("?") > len(p.steps) + 2 for p in problems
+        )
+
+    assert with_distractor(0.0) == 0
+    assert with_distractor(1.0) == 300
+
+
+def test_every_family_tells_every_operation_it_supports():
+    for family in FAMILIES.values():
+        config = SynthConfig(families=[family.name], operations=list(family.ops), min_steps=4)
+        problems = generate_problems(config, "train", 200)
+        assert {s.op for p in problems for s in p.steps} == set(family.ops)
+        assert set(family.ops) <= set(OPERATIONS)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"min_steps": 3, "max_steps": 2}, "min_steps"),
+        ({"operations": ["pow"]}, "unknown"),
+        ({"families": ["pirates"]}, "unknown"),
+        ({"distractor_prob": 1.5}, "distractor_prob"),
+        ({"max_factor": 1}, "max_factor"),
+    ],
+)
+def test_invalid_knobs_are_rejected(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        SynthConfig(**knobs)
+
+
+def test_too_few_distinct_problems_is_an_error():
+    config = SynthConfig(min_steps=1, max_steps=1, max_start=2, max_operand=1, operations=["add"],
+                         families=["ages"])  # fmt: skip
+    with pytest.raises(ValueError, match="too few different problems"):
+        generate_problems(config, "train", 50)

@@ -64,4 +64,6 @@ def test_console_script_runs():
         text=True,
         check=True,
     )
-    assert "distractor_prob" in completed.stdout and "Probability of inserting" in completed.stdout
+    assert (
+        "--distractor-prob" in completed.stdout and "Probability of inserting" in completed.stdout
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
@@ -9,7 +10,15 @@ from enum import Enum
 import pytest
 import yaml
 
-from reft.config import ConfigError, describe_config, field_docs, load_config, save_config
+from reft.config import (
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    describe_config,
+    field_docs,
+    load_config,
+    save_config,
+)
 from reft.data.synthetic import SynthConfig
 
 
@@ -38,6 +47,8 @@ class Stage:
     """Free-form tags."""
     gen: Inner = field(default_factory=Inner)
     """Generation settings."""
+    resume: bool = False
+    """Continue a run."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -119,6 +130,7 @@ def test_field_docs_are_read_from_attribute_docstrings():
         "name": "Optional run name.",
         "tags": "Free-form tags.",
         "gen": "Generation settings.",
+        "resume": "Continue a run.",
     }
     assert "mode = 'fast'" in describe_config(Stage)
 
@@ -127,3 +139,20 @@ def test_field_docs_are_read_from_attribute_docstrings():
 def test_every_stage_field_has_a_docstring(schema):
     missing = {f.name for f in dataclasses.fields(schema)} - set(field_docs(schema))
     assert not missing, f"{schema.__name__} fields without a docstring: {sorted(missing)}"
+
+
+def _parse(argv: list[str]) -> Stage:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Stage)
+    return config_from_args(Stage, parser.parse_args(argv))
+
+
+def test_flags_and_overrides_are_the_same_thing(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps: 3\n")
+    assert _parse(["--config", str(recipe), "--lr", "0.5", "mode=exact", "--resume"]) == Stage(
+        lr=0.5, steps=3, mode=Mode.exact, resume=True
+    )
+    assert _parse(["--resume", "false", "gen.temperature=0.2"]) == Stage(gen=Inner(0.2))
+    with pytest.raises(ConfigError, match=r"key 'steps'.*expected int"):
+        _parse(["--steps", "many"])

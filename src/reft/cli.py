@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, FileExistsError) as error:
         print(f"reft {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

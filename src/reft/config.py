@@ -178,15 +178,44 @@ def describe_config(schema: type) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
-    """Give a stage's parser `--config FILE.yaml` and positional `key=value` overrides."""
+    """Give a stage's parser `--config FILE.yaml`, a `--field VALUE` flag per top-level field, and
+    positional `key=value` overrides (dotted keys reach nested fields).
+
+    Flags and overrides are the same thing spelled two ways; both go through OmegaConf's checks.
+    A boolean flag given alone (`--resume`) means true.
+    """
     parser.add_argument("--config", type=Path, default=None, help="YAML file of config values")
     parser.add_argument(
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides"
     )
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = describe_config(schema)
+    docs = field_docs(schema)
+    defaults = schema()
+    hints = get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        default = getattr(defaults, f.name)
+        shown = default.value if isinstance(default, Enum) else default
+        flag = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {"metavar": "VALUE"}
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f"{_FLAG_PREFIX}{f.name}",
+            default=None,
+            help=f"{docs.get(f.name, '')} (default: {shown!r})",
+            **flag,
+        )
+    parser.epilog = (
+        f"Every option is a field of {schema.__name__}; `--name value` and `name=value` are "
+        "equivalent, later ones win, and dotted keys reach nested fields."
+    )
 
 
 def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
     """Resolve a stage config from the arguments added by `add_config_arguments`."""
-    return load_config(schema, args.config, args.overrides)
+    flags = [
+        f"{name.removeprefix(_FLAG_PREFIX)}={value}"
+        for name, value in vars(args).items()
+        if name.startswith(_FLAG_PREFIX) and value is not None
+    ]
+    return load_config(schema, args.config, [*args.overrides, *flags])
+
+
+_FLAG_PREFIX = "config_field__"

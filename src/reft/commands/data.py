@@ -31,11 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "--cot",
         type=CotKind,
-        choices=list(CotKind),
+        choices=[kind.value for kind in CotKind],
         default=CotKind.nl,
         help="gold solution written to answer_cot (default: nl)",
     )
-    synth.add_argument("--seed", type=int, default=None, help="generation seed (knob 'seed')")
     add_config_arguments(synth, SynthConfig)
     synth.set_defaults(handler=run_synth)
 
@@ -49,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument(
         "--cot",
         type=CotKind,
-        choices=list(CotKind),
+        choices=[kind.value for kind in CotKind],
         default=None,
         help="render as this CoT kind (default: the kind the data carries)",
     )
@@ -60,10 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    config = config_from_args(
-        SynthConfig, argparse.Namespace(config=args.config, overrides=overrides)
-    )
+    config = config_from_args(SynthConfig, args)
     examples = generate_examples(config, args.split, args.n, args.cot)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

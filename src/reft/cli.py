@@ -17,7 +17,7 @@ from reft.config import ConfigError
 from reft.data.errors import DataError
 
 # Only commands that work are registered; later stages add their module name here.
-COMMAND_MODULES = ["data"]
+COMMAND_MODULES = ["data", "grade", "sft", "train", "sample", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -166,15 +166,21 @@ def describe_config(schema: type) -> str:
     """Human-readable list of every field, its default and its docstring (used by `--help`)."""
     lines = [f"{schema.__name__} fields (override with key=value, nested with a.b=value):"]
     docs = field_docs(schema)
-    defaults = schema()
     for f in dataclasses.fields(schema):
-        default = getattr(defaults, f.name)
+        default = _default_of(f)
         if isinstance(default, Enum):
             default = default.value
         lines.append(f"  {f.name} = {default!r}")
         for doc_line in docs.get(f.name, "").splitlines():
             lines.append(f"      {doc_line}")
     return "\n".join(lines)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    """A field's default without building the dataclass (whose checks may need required values)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
@@ -189,10 +195,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides"
     )
     docs = field_docs(schema)
-    defaults = schema()
     hints = get_type_hints(schema)
     for f in dataclasses.fields(schema):
-        default = getattr(defaults, f.name)
+        default = _default_of(f)
         shown = default.value if isinstance(default, Enum) else default
         flag = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {"metavar": "VALUE"}
         parser.add_argument(

@@ -11,7 +11,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from reft.config import add_config_arguments, config_from_args, save_config
+from reft.config import ConfigError, add_config_arguments, config_from_args, save_config
+from reft.data.errors import DataError
 from reft.data.example import CotKind
 from reft.data.loaders import detect_cot_kind, load_dataset
 from reft.data.prompts import render_generation_prompt, render_prompt, render_target
@@ -60,7 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     config = config_from_args(SynthConfig, args)
-    examples = generate_examples(config, args.split, args.n, args.cot)
+    try:
+        examples = generate_examples(config, args.split, args.n, args.cot)
+    except ValueError as error:  # knobs that allow fewer distinct problems than asked for
+        raise ConfigError(str(error)) from None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps([example.to_reft_json() for example in examples], indent=1) + "\n")
@@ -74,12 +78,17 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     examples = load_dataset(args.dataset, strip_calculator=args.strip_calculator)
-    cot = args.cot or detect_cot_kind(examples) or CotKind.nl
+    carried = detect_cot_kind(examples)
+    if args.cot and carried and args.cot is not carried:
+        raise DataError(
+            f"the gold solutions are {carried.value}; --cot {args.cot.value} cannot render them",
+            path=args.dataset, field="answer_cot",
+        )  # fmt: skip
+    cot = args.cot or carried or CotKind.nl
     print(f"dataset      {args.dataset}")
     print(f"items        {len(examples)}")
     print(f"sources      {dict(Counter(example.source for example in examples))}")
     print(f"answer kinds {dict(Counter(example.answer_kind.value for example in examples))}")
-    carried = detect_cot_kind(examples)
     with_cot = sum(bool(example.cot) for example in examples)
     print(f"gold CoT     {with_cot} items, kind: {carried.value if carried else 'none'}")
     if args.tokenizer:

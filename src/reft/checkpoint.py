@@ -1,0 +1,170 @@
+"""Checkpoints: a Hugging Face model directory plus the trainer state to resume from it, written atomically.
+
+Layout under a run's output directory::
+
+    checkpoints/step_000120/   config.json, model.safetensors, tokenizer files   (loadable by HF alone)
+                               trainer_state.pt   optimizer, scheduler, RNG states, step, extra modules
+                               reft_meta.json     step, epoch, metrics, elapsed seconds, config
+    checkpoints/latest         the name of the newest complete checkpoint
+    best/                      the checkpoint with the best dev metric (a complete copy)
+
+A checkpoint is written into a temporary directory and renamed into place, and `latest` is replaced
+atomically, so a run killed at any moment leaves only complete checkpoints behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "trainer_state.pt"
+META_FILE = "reft_meta.json"
+LATEST_FILE = "latest"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a CPU run is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint on disk."""
+
+    path: Path
+    step: int
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.path / META_FILE).read_text())
+
+    def trainer_state(self) -> dict[str, Any]:
+        return torch.load(self.path / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+class Checkpointer:
+    """Writes, lists, prunes and finds checkpoints of one run."""
+
+    def __init__(self, out_dir: str | Path, keep_last: int = 2) -> None:
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.root = Path(out_dir) / "checkpoints"
+        self.best_dir = Path(out_dir) / "best"
+        self.keep_last = keep_last
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        state: dict[str, Any],
+        meta: dict[str, Any],
+        save_extra: Callable[[Path], None] | None = None,
+    ) -> Checkpoint:
+        """Write checkpoint `step` atomically, point `latest` at it and prune old ones.
+
+        `save_extra(directory)` writes files beside the model (e.g. a value head) before the rename.
+        """
+        name = f"step_{step:06d}"
+        final = self.root / name
+        tmp = self.root / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_hf_model(model, tokenizer, tmp)
+        if save_extra is not None:
+            save_extra(tmp)
+        torch.save(state, tmp / STATE_FILE)
+        meta = {"step": step, "saved_at": time.time(), **meta}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        _write_atomic(self.root / LATEST_FILE, name)
+        self._prune()
+        return Checkpoint(final, step)
+
+    def latest(self) -> Checkpoint | None:
+        """The newest complete checkpoint, or None."""
+        pointer = self.root / LATEST_FILE
+        if pointer.is_file():
+            path = self.root / pointer.read_text().strip()
+            if (path / META_FILE).is_file():
+                return Checkpoint(path, _step_of(path))
+        complete = self.list()
+        return complete[-1] if complete else None
+
+    def list(self) -> list[Checkpoint]:
+        """Complete checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [
+            Checkpoint(path, _step_of(path))
+            for path in self.root.glob("step_*")
+            if (path / META_FILE).is_file()
+        ]
+        return sorted(found, key=lambda checkpoint: checkpoint.step)
+
+    def mark_best(self, checkpoint: Checkpoint) -> Path:
+        """Copy `checkpoint` to `best/` (replacing the previous best atomically)."""
+        tmp = self.best_dir.with_name(f".tmp-best-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint.path, tmp)
+        old = self.best_dir.with_name(f".old-best-{os.getpid()}")
+        if self.best_dir.exists():
+            self.best_dir.rename(old)
+        tmp.rename(self.best_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.best_dir
+
+    def _prune(self) -> None:
+        for checkpoint in self.list()[: -self.keep_last]:
+            shutil.rmtree(checkpoint.path, ignore_errors=True)
+        for stale in self.root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def save_hf_model(model: torch.nn.Module, tokenizer: Any, directory: str | Path) -> None:
+    """Save `model` (a Hugging Face PreTrainedModel) and `tokenizer` in the standard format."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.removeprefix("step_"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,27 @@
+"""`reft sft`: supervised fine-tuning (the ReFT warm-up, the SFT baseline, offline self-training's SFT).
+
+reft sft --config configs/synth/sft_warmup.yaml [key=value | --key value ...] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from reft.config import add_config_arguments, config_from_args
+from reft.train.config import SFTConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("sft", help="supervised fine-tuning on gold chains of thought")
+    add_config_arguments(parser, SFTConfig)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(SFTConfig, args)
+    from reft.train.sft import run_sft  # torch and transformers load only when training
+
+    state = run_sft(config)
+    print(f"sft finished at step {state.step}: best dev accuracy {state.best_metric:.4f} at step "
+          f"{state.best_step}; checkpoints in {config.out_dir}")  # fmt: skip
+    return 0

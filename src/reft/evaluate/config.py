@@ -1,0 +1,108 @@
+"""Configs of `reft sample` and `reft eval` (torch-free, so `reft --help` stays fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reft.data.example import CotKind
+from reft.generation import SamplingConfig
+
+
+@dataclass
+class InferenceConfig:
+    """What every inference command needs: a model, a dataset, and how to grade."""
+
+    model: str = ""
+    """Model to generate with: a Hugging Face name or path, or a reft checkpoint directory."""
+    dataset: str = "synth:test"
+    """Questions: a .json/.jsonl file, synth:SPLIT[:N] or hf:NAME[:CONFIG]:SPLIT."""
+    cot: CotKind = CotKind.nl
+    """Chain-of-thought kind the model writes: nl (N-CoT) or python (P-CoT)."""
+    limit: int = 0
+    """Use only the first `limit` questions (0: all)."""
+    seed: int = 0
+    """Sampling seed; the same seed gives the same samples on CPU."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16 or float16."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    max_new_tokens: int = 256
+    """Longest generated solution (the reference samples up to 700 tokens for 7B models)."""
+    batch_size: int = 64
+    """Sequences decoded together."""
+    strict: bool = True
+    """N-CoT extraction: strict (the paper's trigger, the training reward's rule) or lenient."""
+    partial_reward: float = 0.1
+    """Reward recorded for an extracted but wrong answer (0 disables)."""
+    timeout_s: float = 10.0
+    """Per-program time limit for P-CoT execution (the reference's 10 s)."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model is required (model=PATH or --model PATH)")
+        if self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit}")
+
+
+@dataclass
+class SampleConfig(InferenceConfig):
+    """`reft sample`: K completions per question, graded, written as JSON lines."""
+
+    out: str = "samples.jsonl"
+    """Output file: one line per question with every completion, its answer, correctness and reward."""
+    do_sample: bool = True
+    """True: sample with temperature/top_k/top_p; False: greedy (then num_samples must be 1)."""
+    num_samples: int = 1
+    """Completions per question (K)."""
+    temperature: float = 1.0
+    """Sampling temperature (the reference's RL sampling: 1.0)."""
+    top_k: int = 0
+    """Top-k filter; 0 = off (the reference's RL sampling)."""
+    top_p: float = 1.0
+    """Nucleus filter; 1 = off (the reference's RL sampling)."""
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(
+            do_sample=self.do_sample, temperature=self.temperature, top_k=self.top_k,
+            top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+            num_samples=self.num_samples, batch_size=self.batch_size,
+        )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.sampling()  # validates the sampling settings
+
+
+@dataclass
+class EvalConfig(InferenceConfig):
+    """`reft eval`: greedy top-1, and with k > 0 also voting@K and pass@K from K samples."""
+
+    out_dir: str = "runs/eval"
+    """Directory for results.json, the per-question predictions and config.yaml."""
+    k: int = 0
+    """Samples per question for voting@K and pass@K (0: greedy top-1 only)."""
+    temperature: float = 1.0
+    """Temperature of the K samples."""
+    top_k: int = 0
+    """Top-k filter of the K samples (0 = off)."""
+    top_p: float = 1.0
+    """Nucleus filter of the K samples (1 = off)."""
+
+    def greedy_sampling(self) -> SamplingConfig:
+        return SamplingConfig(
+            do_sample=False, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size
+        )
+
+    def k_sampling(self) -> SamplingConfig:
+        return SamplingConfig(
+            do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens, num_samples=self.k, batch_size=self.batch_size,
+        )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.k < 0:
+            raise ValueError(f"k must be >= 0, got {self.k}")
+        self.greedy_sampling()
+        if self.k:
+            self.k_sampling()

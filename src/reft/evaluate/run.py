@@ -1,0 +1,106 @@
+"""The work behind `reft sample` and `reft eval`: load, generate, grade, write, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from reft.config import config_to_dict, save_config
+from reft.data.example import Example
+from reft.data.loaders import load_dataset
+from reft.evaluate.config import EvalConfig, InferenceConfig, SampleConfig
+from reft.evaluate.predict import (
+    QuestionResult,
+    answered_rate,
+    mean_response_tokens,
+    pass_at_k,
+    predict,
+    top1_accuracy,
+    voting_accuracy,
+)
+from reft.grader import Grader
+from reft.models.load import load_causal_lm, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def load_inference_inputs(config: InferenceConfig) -> tuple[Any, Any, list[Example], Grader]:
+    """(model, tokenizer, examples, grader) for an inference command."""
+    examples = load_dataset(config.dataset)
+    if config.limit:
+        examples = examples[: config.limit]
+    tokenizer = load_tokenizer(config.model)
+    model = load_causal_lm(config.model, dtype=config.dtype, device=config.device)
+    grader = Grader(
+        examples[0].answer_kind, config.cot, strict=config.strict,
+        partial_reward=config.partial_reward, timeout_s=config.timeout_s,
+    )  # fmt: skip
+    return model, tokenizer, examples, grader
+
+
+def write_jsonl(path: Path, results: list[QuestionResult]) -> None:
+    """Write per-question records atomically (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        for result in results:
+            handle.write(json.dumps(result.to_json()) + "\n")
+    tmp.replace(path)
+
+
+def run_sample(config: SampleConfig) -> dict[str, float]:
+    """Sample, grade and write every completion; returns summary figures."""
+    model, tokenizer, examples, grader = load_inference_inputs(config)
+    started = time.time()
+    with grader:
+        results = predict(model, tokenizer, examples, config.cot, config.sampling(), grader,
+                          seed=config.seed, progress="sample")  # fmt: skip
+    write_jsonl(Path(config.out), results)
+    save_config(config, Path(config.out).with_suffix(".config.yaml"))
+    return {
+        "questions": len(results),
+        "samples_per_question": config.num_samples,
+        "accuracy_first": top1_accuracy(results),
+        "pass_at_k": pass_at_k(results),
+        "answered": answered_rate(results),
+        "seconds": time.time() - started,
+    }
+
+
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Greedy top-1 and, with k > 0, voting@K and pass@K; writes results.json and predictions."""
+    out_dir = Path(config.out_dir)
+    model, tokenizer, examples, grader = load_inference_inputs(config)
+    save_config(config, out_dir)
+    metrics: dict[str, Any] = {"questions": len(examples)}
+    with grader:
+        greedy = predict(model, tokenizer, examples, config.cot, config.greedy_sampling(), grader,
+                         seed=config.seed, progress="greedy")  # fmt: skip
+        write_jsonl(out_dir / "predictions_greedy.jsonl", greedy)
+        metrics |= {"top1": top1_accuracy(greedy), "answered": answered_rate(greedy),
+                    "response_tokens": mean_response_tokens(greedy)}  # fmt: skip
+        if config.k:
+            sampled = predict(model, tokenizer, examples, config.cot, config.k_sampling(), grader,
+                              seed=config.seed, progress=f"{config.k} samples")  # fmt: skip
+            write_jsonl(out_dir / f"predictions_k{config.k}.jsonl", sampled)
+            metrics |= {f"voting@{config.k}": voting_accuracy(sampled, examples),
+                        f"pass@{config.k}": pass_at_k(sampled)}  # fmt: skip
+    results = {"model": config.model, "dataset": config.dataset, "metrics": metrics,
+               "generation": {"greedy": config_to_dict(config.greedy_sampling()),
+                              "sampled": config_to_dict(config.k_sampling()) if config.k else None}}  # fmt: skip
+    tmp = out_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(out_dir / "results.json")
+    return results
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A two-column text table of the accuracy figures."""
+    rows = [(name, value) for name, value in metrics.items() if isinstance(value, float)]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ------"]
+    lines += [f"{name.ljust(width)}  {value:.4f}" for name, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""Fields every trainer shares. Each stage's config subclasses `TrainConfig` and adds its own fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from reft.data.example import CotKind
+from reft.data.tokenize import OverlengthPolicy
+
+
+class Schedule(str, Enum):
+    """Learning-rate schedule after the warm-up (transformers.get_scheduler names)."""
+
+    linear = "linear"
+    cosine = "cosine"
+    constant_with_warmup = "constant_with_warmup"
+
+
+class MixedPrecision(str, Enum):
+    no = "no"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@dataclass
+class TrainConfig:
+    """Options shared by every trainer (SFT, ReFT, online self-training, reward model)."""
+
+    model: str = "preset:tiny-llama"
+    """Hugging Face model name or path, a reft checkpoint directory, or preset:NAME to build a tiny
+    model from scratch (its tokenizer is then trained on train_data)."""
+    train_data: str = "synth:train"
+    """Training dataset: a .json/.jsonl file, synth:SPLIT[:N] or hf:NAME[:CONFIG]:SPLIT."""
+    dev_data: str | None = "synth:dev"
+    """Dev dataset for evaluation and best-checkpoint selection (never the test split); null: none."""
+    dev_limit: int = 0
+    """Evaluate on the first dev_limit dev items only (0: all)."""
+    cot: CotKind = CotKind.nl
+    """Chain-of-thought kind: nl (N-CoT) or python (P-CoT)."""
+    out_dir: str = "runs/train"
+    """Directory for checkpoints, metrics.jsonl and the resolved config.yaml."""
+    seed: int = 0
+    """Seed of data order, initialisation and sampling; a CPU run with the same seed is reproducible."""
+    max_length: int = 512
+    """Longest prompt + target in tokens for training examples."""
+    overlength: OverlengthPolicy = OverlengthPolicy.skip
+    """What to do with longer training examples: skip (counted) or truncate."""
+    strip_calculator: bool = False
+    """Remove GSM8K <<a*b=c>> calculator marks from gold chains of thought."""
+    preset_vocab_size: int = 1024
+    """Vocabulary size of the tokenizer trained for a preset:NAME model."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16, float16 or auto."""
+    mixed_precision: MixedPrecision = MixedPrecision.no
+    """Autocast on GPU: no, bf16 or fp16."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW)."""
+    schedule: Schedule = Schedule.linear
+    """Learning-rate decay after warm-up."""
+    warmup_ratio: float = 0.0
+    """Fraction of the optimizer steps spent warming the learning rate up linearly from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norm weights)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0: off)."""
+    batch_size: int = 32
+    """GLOBAL batch: sequences per optimizer step, summed over processes and accumulation."""
+    micro_batch_size: int = 32
+    """PER-DEVICE sequences per forward/backward; accumulation = batch_size / (micro * processes)."""
+    epochs: float = 1.0
+    """Passes over the training set (fractions allowed); ignored when max_steps > 0."""
+    max_steps: int = 0
+    """Optimizer steps to run (0: derived from epochs)."""
+    max_seconds: float = 0.0
+    """Stop (after a final evaluation and checkpoint) once this much wall-clock time has passed (0: off)."""
+    eval_every: int = 0
+    """Evaluate on dev every this many optimizer steps (0: once per epoch); also at the end."""
+    eval_max_new_tokens: int = 256
+    """Longest generated solution during dev evaluation."""
+    eval_batch_size: int = 64
+    """Prompts per generation batch during dev evaluation."""
+    save_every: int = 0
+    """Checkpoint every this many optimizer steps (0: at every evaluation); also at the end."""
+    keep_last: int = 2
+    """Checkpoints kept besides best/ (older ones are deleted)."""
+    log_every: int = 10
+    """Write train metrics every this many optimizer steps."""
+    tensorboard: bool = False
+    """Also log to TensorBoard under out_dir/tensorboard (needs the tensorboard extra)."""
+    wandb_project: str | None = None
+    """Also log to this Weights & Biases project (needs the wandb extra)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in out_dir (same config) instead of starting over."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError("batch_size and micro_batch_size must be >= 1")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """SFT on gold chains of thought (the defaults are a tiny CPU run on the synthetic task)."""
+
+    out_dir: str = "runs/sft"
+    """Directory for checkpoints, metrics.jsonl and the resolved config.yaml."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    warmup_ratio: float = 0.03
+    """Fraction of the optimizer steps spent warming the learning rate up linearly from 0."""
+    epochs: float = 2.0
+    """Passes over the training set (the paper's warm-up: 2 epochs; its SFT baseline: 40)."""
+
+
+class ValueModelKind(str, Enum):
+    """Where the PPO values come from."""
+
+    shared_trunk = "shared_trunk"
+    """A linear head on the policy's last hidden state (the paper's default)."""
+    separate_critic = "separate_critic"
+    """A critic with its own trunk, initialised from the same checkpoint (the paper's ablation)."""
+
+
+class KLEstimator(str, Enum):
+    """Per-token estimator of KL(policy || reference) added to the reward (before kl_coef)."""
+
+    k1 = "k1"
+    """log pi - log pi_ref (the reference's choice)."""
+    k2 = "k2"
+    """0.5 * (log pi - log pi_ref)^2."""
+    k3 = "k3"
+    """exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 (unbiased, non-negative)."""
+
+
+class Whitening(str, Enum):
+    """How advantages are normalised over the response tokens of a batch."""
+
+    global_ = "global"
+    """Mean and std over all processes' tokens (the reference's default)."""
+    local = "local"
+    """Mean and std over this process's tokens."""
+    none = "none"
+    """No whitening."""
+
+
+class LossAggregation(str, Enum):
+    """How per-token PPO losses become one number."""
+
+    seq_mean_token_mean = "seq_mean_token_mean"
+    """Mean over each sequence's response tokens, then over sequences (the reference's choice)."""
+    token_mean = "token_mean"
+    """Mean over all response tokens of the mini-batch (long responses weigh more)."""
+
+
+@dataclass
+class PPOConfig(TrainConfig):
+    """ReFT: PPO from an SFT warm-up checkpoint, KL penalty to its frozen copy, value head.
+
+    Batches: `batch_size` prompts per rollout step (global); each gets `samples_per_prompt` responses;
+    the responses are split into mini-batches of `mini_batch_size` sequences (global) for
+    `ppo_epochs` passes, each mini-batch one optimizer step, computed `micro_batch_size` sequences
+    per device at a time.
+    """
+
+    model: str = "runs/warmup/best"
+    """The SFT warm-up checkpoint the policy starts from."""
+    ref_model: str | None = None
+    """The frozen reference model (null: a copy of `model`, as the paper)."""
+    out_dir: str = "runs/reft"
+    """Directory for checkpoints, metrics.jsonl and the resolved config.yaml."""
+    lr: float = 3e-5
+    """Peak learning rate (reference: 3e-7 for 7B models, 3e-6 for 125M-scale models)."""
+    batch_size: int = 32
+    """Prompts per rollout step, summed over processes (global)."""
+    micro_batch_size: int = 16
+    """Sequences per device per forward/backward pass."""
+    mini_batch_size: int = 32
+    """Sequences per PPO optimizer step (global); must divide batch_size x samples_per_prompt."""
+    samples_per_prompt: int = 1
+    """Responses sampled per prompt (reference: 1)."""
+    ppo_epochs: int = 2
+    """Passes over each rollout batch (reference: 2)."""
+    value_model: ValueModelKind = ValueModelKind.shared_trunk
+    """Value head on the policy trunk, or a separate critic (ablation)."""
+    kl_coef: float = 0.05
+    """beta of the per-token KL penalty (reference: 0.05 N-CoT, 0.01 P-CoT; 0 = ablation)."""
+    kl_estimator: KLEstimator = KLEstimator.k1
+    """Estimator of the per-token KL in the reward."""
+    gamma: float = 1.0
+    """GAE discount (reference: 1.0)."""
+    lam: float = 0.95
+    """GAE lambda (reference: 0.95)."""
+    clip_range: float = 0.2
+    """PPO ratio clip."""
+    clip_range_value: float = 0.2
+    """Value clip: new values may move at most this far from the rollout values."""
+    vf_coef: float = 5.0
+    """Weight of the value loss (reference: 5)."""
+    whitening: Whitening = Whitening.global_
+    """Advantage whitening: global (all processes), local or none."""
+    loss_aggregation: LossAggregation = LossAggregation.seq_mean_token_mean
+    """seq_mean_token_mean (the reference) or token_mean."""
+    partial_reward: float = 0.1
+    """Reward of an extracted but wrong answer (reference: 0.1; 0 = ablation)."""
+    temperature: float = 1.0
+    """Rollout sampling temperature (reference: 1)."""
+    top_k: int = 0
+    """Rollout top-k (0 = off, the reference)."""
+    top_p: float = 1.0
+    """Rollout nucleus threshold (1 = off, the reference)."""
+    max_new_tokens: int = 256
+    """Longest rollout response (reference: 700 for GSM8K-size problems)."""
+    rollout_batch_size: int = 64
+    """Sequences decoded together during rollouts."""
+    timeout_s: float = 10.0
+    """Per-program time limit when grading P-CoT rollouts."""
+    epochs: float = 10.0
+    """Passes over the training questions (rollout steps = epochs x questions / batch_size)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        rollouts = self.batch_size * self.samples_per_prompt
+        if rollouts % self.mini_batch_size or self.mini_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"need mini_batch_size | batch_size x samples_per_prompt ({rollouts}) and "
+                f"micro_batch_size | mini_batch_size; got mini {self.mini_batch_size}, "
+                f"micro {self.micro_batch_size}"
+            )
+        if (
+            self.kl_coef < 0
+            or self.vf_coef < 0
+            or self.ppo_epochs < 1
+            or self.samples_per_prompt < 1
+        ):
+            raise ValueError(
+                "need kl_coef >= 0, vf_coef >= 0, ppo_epochs >= 1, samples_per_prompt >= 1"
+            )

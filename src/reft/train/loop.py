@@ -1,0 +1,274 @@
+"""The run scaffold every trainer shares: set-up, the step loop, evaluation, checkpoints and resume.
+
+A trainer (SFT, ReFT, online self-training) builds its model and data, then hands `TrainingRun.train`
+a `step_fn(step) -> metrics` that performs ONE optimizer step. Everything around that step lives here,
+once: progress bar, metrics file, dev evaluation cadence, best-by-dev selection, atomic checkpoints
+with optimizer / scheduler / RNG state, resume, the wall-clock budget, and process-0-only file writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from reft.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    capture_rng_state,
+    restore_rng_state,
+    seed_everything,
+)
+from reft.config import config_to_dict, save_config
+from reft.metrics import MetricsLogger
+from reft.train.config import TrainConfig
+from reft.train.optim import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class Companion(Protocol):
+    """Saves and restores the trainable parts that are not the policy (e.g. a value head)."""
+
+    def save(self, directory: str | Path) -> None: ...
+
+    def load(self, directory: str | Path) -> None: ...
+
+
+StepFn = Callable[[int], dict[str, float]]
+EvalFn = Callable[[], dict[str, float]]
+DEV_METRIC = "accuracy"
+"""The dev metric that selects the best checkpoint."""
+
+
+@dataclass
+class RunState:
+    """What a checkpoint must restore besides weights and optimizer."""
+
+    step: int = 0
+    elapsed: float = 0.0
+    best_metric: float = -math.inf
+    best_step: int = -1
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Trainer-specific state (e.g. a value head's weights)."""
+
+
+class TrainingRun:
+    """One training run: owns the accelerator, output directory, logger, checkpoints and state."""
+
+    def __init__(self, config: TrainConfig, stage: str) -> None:
+        self.config = config
+        self.stage = stage
+        self.out_dir = Path(config.out_dir)
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision.value
+        )
+        self.is_main = self.accelerator.is_main_process
+        self.checkpointer = Checkpointer(self.out_dir, keep_last=config.keep_last)
+        self.state = RunState()
+        self.resume_from: Checkpoint | None = self._find_resume_checkpoint()
+        if self.is_main:
+            save_config(config, self.out_dir)
+        self.metrics = MetricsLogger(
+            self.out_dir,
+            enabled=self.is_main,
+            tensorboard=config.tensorboard,
+            wandb_project=config.wandb_project,
+            run_config=config_to_dict(config),
+        )
+        seed_everything(config.seed + self.accelerator.process_index)
+        self.model: torch.nn.Module | None = None
+        """The accelerate-wrapped trainable module (call it for training forwards)."""
+        self.policy: torch.nn.Module | None = None
+        """The plain Hugging Face policy inside it (generation, evaluation, saving)."""
+        self.companion: Companion | None = None
+        self.tokenizer: Any = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self.total_steps = 0
+        self.steps_per_epoch = 1
+
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def accumulation_steps(self) -> int:
+        """Micro-batches per optimizer step on each process (global batch / (micro x processes))."""
+        per_process, remainder = divmod(self.config.batch_size, self.num_processes)
+        if remainder or per_process % self.config.micro_batch_size:
+            raise ValueError(
+                f"batch_size {self.config.batch_size} must split evenly into "
+                f"{self.num_processes} processes x micro_batch_size {self.config.micro_batch_size}"
+            )
+        return per_process // self.config.micro_batch_size
+
+    def model_source(self) -> str:
+        """Where the weights come from: the checkpoint being resumed, else config.model."""
+        return str(self.resume_from.path) if self.resume_from else self.config.model
+
+    def prepare(
+        self,
+        trainable: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        total_steps: int,
+        steps_per_epoch: int,
+        policy: torch.nn.Module | None = None,
+        companion: Companion | None = None,
+        optimizer_steps: int | None = None,
+    ) -> torch.nn.Module:
+        """Build optimizer and schedule, wrap `trainable` with accelerate, restore a resume.
+
+        trainable: the module whose trainable parameters the optimizer updates (the policy itself for
+            SFT; policy + value head for PPO). policy: the Hugging Face model inside it that is saved
+            with save_pretrained and evaluated (default: trainable). companion: saves/loads the rest
+            of `trainable` beside the policy's files (e.g. the value head). total_steps: steps of
+            the loop; optimizer_steps: updates the schedule spans (default: total_steps).
+        """
+        self.tokenizer = tokenizer
+        self.policy = policy if policy is not None else trainable
+        self.companion = companion
+        self.total_steps, self.steps_per_epoch = total_steps, max(1, steps_per_epoch)
+        parameters = [p for p in trainable.parameters() if p.requires_grad]
+        optimizer = build_optimizer(parameters, self.config)
+        self.scheduler = build_scheduler(optimizer, self.config, optimizer_steps or total_steps)
+        self.model, self.optimizer = self.accelerator.prepare(trainable, optimizer)
+        if self.resume_from is not None:
+            if companion is not None:
+                companion.load(self.resume_from.path)
+            self._restore(self.resume_from)
+        return self.model
+
+    def clip_and_step(self) -> float:
+        """Clip gradients, take the optimizer and schedule step, zero gradients; returns the norm."""
+        norm = 0.0
+        if self.config.max_grad_norm > 0:
+            parameters = self.model.parameters()
+            norm = float(self.accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def train(self, step_fn: StepFn, eval_fn: EvalFn | None) -> RunState:
+        """Run optimizer steps until total_steps or the time budget; evaluate, log and save."""
+        config = self.config
+        eval_every = config.eval_every or self.steps_per_epoch
+        save_every = config.save_every or eval_every
+        started = time.time() - self.state.elapsed
+        progress = tqdm(
+            total=self.total_steps, initial=self.state.step, desc=self.stage,
+            disable=not self.is_main, dynamic_ncols=True,
+        )  # fmt: skip
+        while self.state.step < self.total_steps:
+            metrics = step_fn(self.state.step)
+            self.state.step += 1
+            self.state.elapsed = time.time() - started
+            step = self.state.step
+            metrics["lr"] = self.scheduler.get_last_lr()[0]
+            metrics["epoch"] = step / self.steps_per_epoch
+            progress.update(1)
+            progress.set_postfix(
+                {k: _short(v) for k, v in metrics.items() if k in _SHOWN}, refresh=False
+            )
+            if step % config.log_every == 0 or step == 1:
+                self.metrics.log(step, metrics, "train", self.state.elapsed)
+            out_of_time = config.max_seconds > 0 and self.state.elapsed >= config.max_seconds
+            last = step == self.total_steps or out_of_time
+            dev = self.evaluate(eval_fn) if (step % eval_every == 0 or last) else None
+            if step % save_every == 0 or last or dev is not None:
+                self.save(dev)
+            if out_of_time:
+                logger.info("time budget of %.0f s reached at step %d", config.max_seconds, step)
+                break
+        progress.close()
+        self.metrics.close()
+        return self.state
+
+    def evaluate(self, eval_fn: EvalFn | None) -> dict[str, float] | None:
+        """Run `eval_fn` on the main process and log it as the dev split."""
+        if eval_fn is None:
+            return None
+        dev = eval_fn() if self.is_main else None
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            self.metrics.log(self.state.step, dev, "dev", self.state.elapsed)
+            logger.info("%s step %d dev: %s", self.stage, self.state.step, _format(dev))
+        return dev
+
+    def save(self, dev: dict[str, float] | None) -> None:
+        """Checkpoint the current step; copy it to best/ when the dev metric improved."""
+        improved = dev is not None and dev.get(DEV_METRIC, -math.inf) > self.state.best_metric
+        if improved:
+            self.state.best_metric, self.state.best_step = dev[DEV_METRIC], self.state.step
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            meta = {"stage": self.stage, "epoch": self.state.step / self.steps_per_epoch,
+                    "elapsed": self.state.elapsed, "dev": dev, "config": config_to_dict(self.config)}  # fmt: skip
+            save_extra = self.companion.save if self.companion is not None else None
+            checkpoint = self.checkpointer.save(
+                self.state.step,
+                self.policy,
+                self.tokenizer,
+                self._trainer_state(),
+                meta,
+                save_extra,
+            )
+            if improved:
+                self.checkpointer.mark_best(checkpoint)
+        self.accelerator.wait_for_everyone()
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": capture_rng_state(),
+            "run": self.state.__dict__.copy(),
+        }
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        state = checkpoint.trainer_state()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.state = RunState(**state["run"])
+        restore_rng_state(state["rng"])
+        self.metrics.truncate_after(self.state.step)
+        logger.info("resumed %s from %s (step %d)", self.stage, checkpoint.path, self.state.step)
+
+    def _find_resume_checkpoint(self) -> Checkpoint | None:
+        latest = self.checkpointer.latest()
+        if not self.config.resume:
+            if latest is not None:
+                raise FileExistsError(
+                    f"{self.out_dir} already holds checkpoints (latest: {latest.path.name}); pass "
+                    "resume=true to continue that run, or choose another out_dir"
+                )
+            return None
+        if latest is None:
+            logger.warning(
+                "resume=true but %s has no checkpoint: starting from scratch", self.out_dir
+            )
+        return latest
+
+
+_SHOWN = ("loss", "lr", "tokens_per_s", "reward", "accuracy", "kl")
+
+
+def _short(value: float) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _format(metrics: dict[str, float] | None) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in (metrics or {}).items())

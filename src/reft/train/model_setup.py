@@ -1,0 +1,47 @@
+"""Load the model a trainer starts from: a checkpoint being resumed, a HF model, or a tiny preset."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import Any
+
+import torch
+
+from reft.data.example import Example
+from reft.data.prompts import render_prompt, render_target
+from reft.models.load import load_causal_lm, load_tokenizer
+from reft.models.presets import init_tiny_checkpoint
+from reft.train.loop import TrainingRun
+
+logger = logging.getLogger(__name__)
+
+PRESET_PREFIX = "preset:"
+
+
+def load_training_model(run: TrainingRun, examples: list[Example]) -> tuple[torch.nn.Module, Any]:
+    """(model, tokenizer) to train: resumed weights, `config.model`, or a fresh preset.
+
+    A `preset:NAME` model gets a tokenizer trained on the prompts and gold solutions of `examples`;
+    the initial checkpoint is written to `out_dir/init` by the main process (others wait for it).
+    """
+    config = run.config
+    source = run.model_source()
+    if source.startswith(PRESET_PREFIX):
+        init_dir = run.out_dir / "init"
+        if run.is_main:
+            shutil.rmtree(init_dir, ignore_errors=True)
+            texts = [render_prompt(e.question) + render_target(e, config.cot) for e in examples]
+            init_tiny_checkpoint(
+                source.removeprefix(PRESET_PREFIX),
+                texts,
+                init_dir,
+                config.preset_vocab_size,
+                config.seed,
+            )
+            logger.info("built %s from scratch in %s", source, init_dir)
+        run.accelerator.wait_for_everyone()
+        source = str(init_dir)
+    tokenizer = load_tokenizer(source)
+    model = load_causal_lm(source, dtype=config.dtype, device=str(run.device))
+    return model, tokenizer

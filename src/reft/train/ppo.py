@@ -1,0 +1,203 @@
+"""ReFT's PPO stage (`reft train`): the policy starts from the SFT warm-up, a frozen copy of it is the
+KL reference, a value head (or a separate critic) supplies the baseline, and the only reward is whether
+the final answer is right.
+
+One training step = steps 1-7 in `rollout.collect_experience` (sample, score, forward, KL, rewards,
+GAE, whitening), then step 8 here: `ppo_epochs` passes of mini-batch updates with the clipped policy
+surrogate and the clipped value loss, dropout off (the value model keeps every network in eval mode).
+Deviations from the reference code are listed in docs/implementation_details.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+
+import torch
+
+from reft.algos import (
+    LOSS_AGGREGATORS,
+    approx_kl_k1,
+    clip_fraction,
+    explained_variance,
+    masked_mean,
+    ppo_policy_loss,
+    value_loss,
+)
+from reft.data.loaders import load_dataset
+from reft.evaluate.dev import make_dev_evaluator
+from reft.grader import Grader
+from reft.models.load import load_causal_lm
+from reft.models.value import VALUE_MODELS, ActorCritic
+from reft.train.batching import global_batch, shard
+from reft.train.config import LossAggregation, PPOConfig
+from reft.train.loop import RunState, TrainingRun
+from reft.train.model_setup import load_training_model
+from reft.train.rollout import Experience, collect_experience
+
+logger = logging.getLogger(__name__)
+
+
+class PPOUpdate:
+    """Step 8: `ppo_epochs` passes of clipped-surrogate + clipped-value updates over mini-batches."""
+
+    def __init__(self, run: TrainingRun, config: PPOConfig) -> None:
+        self.run = run
+        self.config = config
+        self.aggregate = LOSS_AGGREGATORS[config.loss_aggregation.value]
+        self.by_tokens = config.loss_aggregation is LossAggregation.token_mean
+        self.local_mini = config.mini_batch_size // run.num_processes
+        if config.mini_batch_size % run.num_processes:
+            raise ValueError(f"mini_batch_size {config.mini_batch_size} does not split over "
+                             f"{run.num_processes} processes")  # fmt: skip
+
+    def __call__(self, experience: Experience, step: int) -> dict[str, float]:
+        """Update on `experience`; returns the mean losses and diagnostics over all mini-batches."""
+        rows = experience.sequences.shape[0]
+        generator = torch.Generator().manual_seed(self.config.seed * 7_919 + step)
+        totals: dict[str, float] = {}
+        updates = 0
+        for _ in range(self.config.ppo_epochs):
+            order = torch.randperm(rows, generator=generator)
+            for start in range(0, rows, self.local_mini):
+                stats = self._minibatch(experience, order[start : start + self.local_mini])
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                updates += 1
+        return {key: value / max(updates, 1) for key, value in totals.items()}
+
+    def _minibatch(self, experience: Experience, rows: torch.Tensor) -> dict[str, float]:
+        run, config = self.run, self.config
+        micro = [
+            rows[i : i + config.micro_batch_size]
+            for i in range(0, len(rows), config.micro_batch_size)
+        ]
+        mask = experience.response_mask
+        mini_size = float(mask[rows].sum()) if self.by_tokens else float(len(rows))
+        stats: dict[str, float] = {}
+        for index, chunk in enumerate(micro):
+            # Weight each micro-batch by its share so the sum equals the mini-batch's aggregate.
+            weight = (float(mask[chunk].sum()) if self.by_tokens else float(len(chunk))) / mini_size
+            with run.accelerator.no_sync(run.model) if index < len(micro) - 1 else nullcontext():
+                chunk_stats = self._loss_and_backward(experience, chunk, weight)
+            for key, value in chunk_stats.items():
+                stats[key] = stats.get(key, 0.0) + value * weight
+        stats["grad_norm"] = run.clip_and_step()
+        return stats
+
+    def _loss_and_backward(
+        self, experience: Experience, rows: torch.Tensor, weight: float
+    ) -> dict[str, float]:
+        config = self.config
+        mask = experience.response_mask[rows]
+        old_logprobs, advantages = experience.old_logprobs[rows], experience.advantages[rows]
+        old_values, returns = experience.values[rows], experience.returns[rows]
+        with self.run.accelerator.autocast():
+            out = self.run.model(
+                experience.sequences[rows], experience.attention_mask[rows],
+                experience.response_length, with_entropy=True,
+            )  # fmt: skip
+        pg = self.aggregate(
+            ppo_policy_loss(out.logprobs, old_logprobs, advantages, mask, config.clip_range), mask
+        )
+        vf = self.aggregate(
+            value_loss(out.values, old_values, returns, mask, config.clip_range_value), mask
+        )
+        self.run.accelerator.backward((pg + config.vf_coef * vf) * weight)
+        with torch.no_grad():
+            return {
+                "policy_loss": pg.item(),
+                "value_loss": vf.item(),
+                "entropy": masked_mean(out.entropy, mask).item(),
+                "approx_kl": approx_kl_k1(out.logprobs, old_logprobs, mask).item(),
+                "clip_fraction": clip_fraction(
+                    out.logprobs, old_logprobs, advantages, mask, config.clip_range
+                ).item(),
+            }
+
+
+class PPOStep:
+    """One ReFT step: collect experience for the step's prompts (steps 1-7), then update (step 8)."""
+
+    def __init__(self, run: TrainingRun, config: PPOConfig, examples: list, reference: torch.nn.Module,
+                 grader: Grader) -> None:  # fmt: skip
+        self.run, self.config, self.examples = run, config, examples
+        self.reference, self.grader = reference, grader
+        self.update = PPOUpdate(run, config)
+
+    def __call__(self, step: int) -> dict[str, float]:
+        run, config = self.run, self.config
+        started = time.perf_counter()
+        indices = global_batch(len(self.examples), config.batch_size, config.seed, step)
+        local = [
+            self.examples[i]
+            for i in shard(indices, run.accelerator.process_index, run.num_processes)
+        ]
+        actor_critic: ActorCritic = run.accelerator.unwrap_model(run.model)
+        seed = (config.seed * 1_000_003 + step) * run.num_processes + run.accelerator.process_index
+        experience = collect_experience(
+            local, actor_critic=actor_critic, reference=self.reference, tokenizer=run.tokenizer,
+            grader=self.grader, config=config, seed=seed,
+        )  # fmt: skip
+        update_started = time.perf_counter()
+        losses = self.update(experience, step)
+        timings = {**experience.timings, "update": time.perf_counter() - update_started}
+        metrics = self._rollout_metrics(experience) | losses
+        metrics |= {f"time_{key}": value for key, value in timings.items()}
+        metrics = self._mean_over_processes(metrics)
+        tokens = experience.response_mask.sum().item() * run.num_processes
+        metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
+        return metrics
+
+    def _rollout_metrics(self, experience: Experience) -> dict[str, float]:
+        mask = experience.response_mask
+        return {
+            "reward": experience.scores.mean().item(),
+            "accuracy": experience.correct.float().mean().item(),
+            "kl": experience.kl.sum(dim=1).mean().item(),
+            "response_length": mask.sum(dim=1).float().mean().item(),
+            "explained_variance": explained_variance(
+                experience.values, experience.returns, mask
+            ).item(),
+        }
+
+    def _mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.run.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor(
+            [metrics[key] for key in keys], device=self.run.device, dtype=torch.float64
+        )
+        values = self.run.accelerator.reduce(values, "mean")
+        return dict(zip(keys, values.tolist(), strict=True))
+
+
+def run_ppo(config: PPOConfig) -> RunState:
+    """ReFT: PPO on `config.train_data` from the warm-up checkpoint `config.model`."""
+    run = TrainingRun(config, stage="reft")
+    examples = load_dataset(config.train_data, strip_calculator=config.strip_calculator)
+    policy, tokenizer = load_training_model(run, examples)
+    actor_critic = VALUE_MODELS[config.value_model.value](policy, config.seed)
+    reference = load_causal_lm(
+        config.ref_model or config.model, dtype=config.dtype, device=str(run.device)
+    )
+    reference.requires_grad_(False).eval()
+    steps_per_epoch = len(examples) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{len(examples)} training questions, fewer than batch_size {config.batch_size}"
+        )
+    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    updates_per_step = (
+        config.ppo_epochs * config.batch_size * config.samples_per_prompt // config.mini_batch_size
+    )
+    run.prepare(
+        actor_critic, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch,
+        policy=actor_critic.policy, companion=actor_critic, optimizer_steps=total * updates_per_step,
+    )  # fmt: skip
+    grader = Grader(examples[0].answer_kind, config.cot, strict=True,
+                    partial_reward=config.partial_reward, timeout_s=config.timeout_s)  # fmt: skip
+    with grader:
+        return run.train(PPOStep(run, config, examples, reference, grader), make_dev_evaluator(run))

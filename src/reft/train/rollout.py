@@ -1,0 +1,143 @@
+"""Steps 1-7 of a ReFT step: sample, score, and turn the samples into PPO training data.
+
+    1. rollout      sample responses to the step's prompts from the current policy
+    2. score        grade each response with the shared reward function (1 / partial / 0)
+    3. forward      log-probs and values of the rollout policy, log-probs of the frozen reference
+    4. KL           per-token KL estimate to the reference (reft.algos.kl)
+    5. rewards      score on the last response token minus kl_coef x KL on every token
+    6. GAE          advantages and returns (returns from the unwhitened advantages)
+    7. whitening    advantages normalised over the batch's response tokens (global / local / none)
+
+Each step is one call into `reft.algos` or the shared generation / grading code; this module only
+wires them and keeps the result in one `Experience`. Sources per detail: docs/implementation_details.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from reft.algos import KL_ESTIMATORS, WHITENERS, gae, kl_penalized_rewards
+from reft.data.example import Example
+from reft.data.prompts import render_generation_prompt
+from reft.data.tokenize import encode_prompt
+from reft.generation import GeneratedBatch, SamplingConfig, generate_ids
+from reft.grader import Grader
+from reft.models.value import ActorCritic, reference_logprobs
+from reft.train.config import PPOConfig
+
+
+@dataclass
+class Experience:
+    """One rollout batch on this process, ready for PPO updates. N sequences, P prompt, T response."""
+
+    sequences: torch.Tensor
+    """[N, P + T] long: left-padded prompt then right-padded response."""
+    attention_mask: torch.Tensor
+    """[N, P + T] long: 1 on prompt and response tokens (response up to and including EOS)."""
+    response_mask: torch.Tensor
+    """[N, T] bool: response tokens up to and including EOS."""
+    old_logprobs: torch.Tensor
+    """[N, T] float: log-probs of the sampled tokens under the rollout policy."""
+    ref_logprobs: torch.Tensor
+    """[N, T] float: the same under the frozen reference."""
+    values: torch.Tensor
+    """[N, T] float: V(s_t) of the rollout value model."""
+    advantages: torch.Tensor
+    """[N, T] float: whitened GAE advantages (0 outside the response)."""
+    returns: torch.Tensor
+    """[N, T] float: GAE returns = unwhitened advantages + values."""
+    scores: torch.Tensor
+    """[N] float: outcome rewards (1 / partial / 0)."""
+    correct: torch.Tensor
+    """[N] bool: whether each response's answer is right."""
+    kl: torch.Tensor
+    """[N, T] float: per-token KL estimate (0 outside the response)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in rollout / scoring / forward."""
+
+    @property
+    def response_length(self) -> int:
+        return self.response_mask.shape[1]
+
+
+def sampling_config(config: PPOConfig) -> SamplingConfig:
+    """The rollout sampling settings (reference: temperature 1, top_k 0, top_p 1)."""
+    return SamplingConfig(
+        do_sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens, num_samples=config.samples_per_prompt,
+        batch_size=config.rollout_batch_size,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def collect_experience(
+    examples: list[Example],
+    *,
+    actor_critic: ActorCritic,
+    reference: torch.nn.Module,
+    tokenizer,
+    grader: Grader,
+    config: PPOConfig,
+    seed: int,
+) -> Experience:
+    """Run steps 1-7 for this process's `examples` (its shard of the step's prompts)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    generated = _rollout(examples, actor_critic, tokenizer, config, seed)  # 1
+    timings["rollout"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    scores, correct = _score(generated, examples, tokenizer, grader, config.samples_per_prompt)  # 2
+    timings["scoring"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    sequences = torch.cat([generated.prompt_ids, generated.response_ids], dim=1)  # 3
+    attention_mask = torch.cat([generated.prompt_mask, generated.response_mask.long()], dim=1)
+    length = generated.response_ids.shape[1]
+    rollout = actor_critic(sequences, attention_mask, length)
+    ref_logprobs = reference_logprobs(reference, sequences, attention_mask, length)
+    timings["forward"] = time.perf_counter() - started
+
+    mask = generated.response_mask
+    kl = KL_ESTIMATORS[config.kl_estimator.value](rollout.logprobs, ref_logprobs) * mask  # 4
+    rewards = kl_penalized_rewards(scores.to(kl.device), kl, config.kl_coef, mask)  # 5
+    advantages, returns = gae(rewards, rollout.values, mask, config.gamma, config.lam)  # 6
+    advantages = WHITENERS[config.whitening.value](advantages, mask)  # 7
+    return Experience(
+        sequences=sequences, attention_mask=attention_mask, response_mask=mask,
+        old_logprobs=rollout.logprobs, ref_logprobs=ref_logprobs, values=rollout.values,
+        advantages=advantages, returns=returns, scores=scores, correct=correct, kl=kl,
+        timings=timings,
+    )  # fmt: skip
+
+
+def _rollout(
+    examples: list[Example], actor_critic: ActorCritic, tokenizer, config: PPOConfig, seed: int
+) -> GeneratedBatch:
+    prompts = [
+        encode_prompt(tokenizer, render_generation_prompt(e.question, config.cot)) for e in examples
+    ]
+    return generate_ids(
+        actor_critic.policy, prompts, sampling_config(config),
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=seed,
+    )  # fmt: skip
+
+
+def _score(
+    generated: GeneratedBatch, examples: list[Example], tokenizer, grader: Grader, samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outcome scores [N] and correctness [N] of the decoded responses (EOS not part of the text)."""
+    texts = []
+    for row in range(generated.response_ids.shape[0]):
+        ids = generated.response_ids[row][generated.response_mask[row]]
+        if generated.finished[row]:
+            ids = ids[:-1]
+        texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+    golds = [example.answer for example in examples for _ in range(samples)]
+    grades = grader.grade(texts, golds)
+    scores = torch.tensor([grade.reward for grade in grades], dtype=torch.float32)
+    correct = torch.tensor([grade.correct for grade in grades])
+    return scores, correct

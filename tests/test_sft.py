@@ -102,3 +102,18 @@ def test_killed_run_resumes_to_the_same_weights_and_curve(tmp_path):
     curve_a = [(r["step"], r["loss"], r["lr"]) for r in read_metrics(tmp_path / "a", "train")]
     curve_b = [(r["step"], r["loss"], r["lr"]) for r in read_metrics(killed_dir, "train")]
     assert curve_a == curve_b
+
+
+def test_stop_epochs_keeps_the_long_schedule_and_links_final(tmp_path):
+    """The reference's warm-up is epoch 2 of its 40-epoch run: the schedule spans all epochs."""
+    out = tmp_path / "warmup"
+    assert main(["sft", *TINY, f"out_dir={out}", "epochs=4", "stop_epochs=1", "dev_data=null",
+                 "log_every=1", "warmup_ratio=0"]) == 0  # fmt: skip
+    train = read_metrics(out, "train")
+    steps_per_epoch = len(train)
+    assert train[-1]["epoch"] == 1.0
+    # Linear decay over 4 epochs: after one epoch 3/4 of the peak learning rate remains.
+    assert train[-1]["lr"] == pytest.approx(3e-3 * 3 / 4)
+    assert (out / "final").resolve() == (
+        out / "checkpoints" / f"step_{steps_per_epoch:06d}"
+    ).resolve()

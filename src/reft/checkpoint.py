@@ -6,6 +6,7 @@ Layout under a run's output directory::
                                trainer_state.pt   optimizer, scheduler, RNG states, step, extra modules
                                reft_meta.json     step, epoch, metrics, elapsed seconds, config
     checkpoints/latest         the name of the newest complete checkpoint
+    final -> checkpoints/step_N   the last checkpoint of a finished run (a symlink)
     best/                      the checkpoint with the best dev metric (a complete copy)
 
 A checkpoint is written into a temporary directory and renamed into place, and `latest` is replaced
@@ -30,6 +31,7 @@ import torch
 STATE_FILE = "trainer_state.pt"
 META_FILE = "reft_meta.json"
 LATEST_FILE = "latest"
+FINAL_LINK = "final"
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -146,6 +148,18 @@ class Checkpointer:
         tmp.rename(self.best_dir)
         shutil.rmtree(old, ignore_errors=True)
         return self.best_dir
+
+    def link_final(self) -> Path | None:
+        """Point `out_dir/final` (a symlink) at the newest checkpoint: a stable path for recipes."""
+        latest = self.latest()
+        if latest is None:
+            return None
+        final = self.root.parent / FINAL_LINK
+        tmp = final.with_name(f".{FINAL_LINK}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(latest.path.relative_to(self.root.parent))
+        tmp.replace(final)
+        return final
 
     def _prune(self) -> None:
         for checkpoint in self.list()[: -self.keep_last]:

@@ -3,7 +3,7 @@
 Every stage (sft, train, eval, ...) has ONE dataclass whose fields carry their defaults and a docstring
 each. A run's config is resolved in this order, later wins:
 
-    dataclass defaults  <  --config FILE.yaml  <  key=value / dotted.key=value overrides
+    dataclass defaults  <  --config FILE.yaml (repeatable)  <  key=value / dotted.key=value overrides
 
 OmegaConf's structured configs do the parsing, the type checks and the merging; this module only turns
 their errors into messages that name the key and what it accepts, reads the field docstrings for
@@ -38,14 +38,18 @@ class ConfigError(ValueError):
 
 
 def load_config(
-    schema: type[T], config_file: str | Path | None = None, overrides: list[str] = ()
+    schema: type[T],
+    config_files: str | Path | list[str | Path] | None = None,
+    overrides: list[str] = (),
 ) -> T:
-    """Build a `schema` instance from defaults, an optional YAML file and `key=value` overrides.
+    """Build a `schema` instance from defaults, YAML files (later ones win) and `key=value` overrides.
 
     Raises ConfigError naming the offending key, where it came from, and the accepted keys or values.
     """
     merged = OmegaConf.structured(schema)
-    if config_file is not None:
+    if isinstance(config_files, (str, Path)):
+        config_files = [config_files]
+    for config_file in config_files or []:
         merged = _merge(schema, merged, _read_yaml(Path(config_file)), source=str(config_file))
     if overrides:
         bad = [item for item in overrides if "=" not in item]
@@ -190,7 +194,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
     Flags and overrides are the same thing spelled two ways; both go through OmegaConf's checks.
     A boolean flag given alone (`--resume`) means true.
     """
-    parser.add_argument("--config", type=Path, default=None, help="YAML file of config values")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=None,
+        help="YAML file of config values; repeat to layer files (later ones win)",
+    )
     parser.add_argument(
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides"
     )

@@ -22,6 +22,5 @@ def run(args: argparse.Namespace) -> int:
     from reft.train.sft import run_sft  # torch and transformers load only when training
 
     state = run_sft(config)
-    print(f"sft finished at step {state.step}: best dev accuracy {state.best_metric:.4f} at step "
-          f"{state.best_step}; checkpoints in {config.out_dir}")  # fmt: skip
+    print(f"sft {state.summary()}; checkpoints in {config.out_dir}")
     return 0

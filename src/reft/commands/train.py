@@ -24,6 +24,5 @@ def run(args: argparse.Namespace) -> int:
     from reft.train.ppo import run_ppo  # torch and transformers load only when training
 
     state = run_ppo(config)
-    print(f"reft finished at step {state.step}: best dev accuracy {state.best_metric:.4f} at step "
-          f"{state.best_step}; checkpoints in {config.out_dir}")  # fmt: skip
+    print(f"reft {state.summary()}; checkpoints in {config.out_dir}")
     return 0

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from reft.data.loaders import load_dataset
+from reft.data.example import Example
 from reft.evaluate.predict import answered_rate, mean_response_tokens, predict, top1_accuracy
 from reft.generation import SamplingConfig
 from reft.grader import Grader
 from reft.train.loop import TrainingRun
 
 
-def make_dev_evaluator(run: TrainingRun) -> Callable[[], dict[str, float]] | None:
-    """A no-argument function that evaluates the run's current model on its dev set (None: no dev set).
+def make_dev_evaluator(
+    run: TrainingRun, examples: list[Example] | None
+) -> Callable[[], dict[str, float]] | None:
+    """A no-argument function that evaluates the run's current policy on `examples` (None: no dev).
 
     The grader uses the training reward's strict rule, so dev accuracy and train reward agree.
     """
     config = run.config
-    if not config.dev_data:
+    if not examples:
         return None
-    examples = load_dataset(config.dev_data, strip_calculator=config.strip_calculator)
-    if config.dev_limit:
-        examples = examples[: config.dev_limit]
     sampling = SamplingConfig(
         do_sample=False,
         max_new_tokens=config.eval_max_new_tokens,

@@ -34,6 +34,8 @@ class TrainConfig:
     """Training dataset: a .json/.jsonl file, synth:SPLIT[:N] or hf:NAME[:CONFIG]:SPLIT."""
     dev_data: str | None = "synth:dev"
     """Dev dataset for evaluation and best-checkpoint selection (never the test split); null: none."""
+    dev_holdout: int = 0
+    """With dev_data null: hold out this many training questions (chosen by seed) as the dev set."""
     dev_limit: int = 0
     """Evaluate on the first dev_limit dev items only (0: all)."""
     cot: CotKind = CotKind.nl
@@ -72,6 +74,9 @@ class TrainConfig:
     """Passes over the training set (fractions allowed); ignored when max_steps > 0."""
     max_steps: int = 0
     """Optimizer steps to run (0: derived from epochs)."""
+    stop_epochs: float = 0.0
+    """Stop after this many epochs while the learning-rate schedule still spans `epochs` (the
+    reference's warm-up is epoch 2 of its 40-epoch SFT run); 0: run to the end."""
     max_seconds: float = 0.0
     """Stop (after a final evaluation and checkpoint) once this much wall-clock time has passed (0: off)."""
     eval_every: int = 0
@@ -238,4 +243,129 @@ class PPOConfig(TrainConfig):
         ):
             raise ValueError(
                 "need kl_coef >= 0, vf_coef >= 0, ppo_epochs >= 1, samples_per_prompt >= 1"
+            )
+
+
+class SelfTrainMode(str, Enum):
+    """Which self-training baseline `reft self-train` runs."""
+
+    offline = "offline"
+    """Sample once from `sample_model`, keep the correct unique solutions, SFT on them plus the gold
+    solutions (the paper's Offline-ST)."""
+    online = "online"
+    """Every step: sample with the current policy, SFT step on its correct samples mixed with the
+    gold solutions (the paper's Online-ST)."""
+
+
+@dataclass
+class SelfSampledConfig(TrainConfig):
+    """Trainers that first sample solutions to the training questions: self-training, reward model."""
+
+    sample_model: str | None = None
+    """Checkpoint that samples the solutions (null: `model`); the reference samples with the SFT
+    warm-up."""
+    num_samples: int = 100
+    """Solutions sampled per training question (reference: 100)."""
+    temperature: float = 1.0
+    """Sampling temperature (reference: 1)."""
+    top_k: int = 0
+    """Sampling top-k (0 = off, the reference)."""
+    top_p: float = 1.0
+    """Sampling nucleus threshold (1 = off, the reference)."""
+    max_new_tokens: int = 256
+    """Longest sampled solution (reference: 700 tokens for GSM8K-size problems)."""
+    sample_batch_size: int = 64
+    """Sequences decoded together while sampling."""
+    timeout_s: float = 10.0
+    """Per-program time limit when grading P-CoT samples (reference: 10 s)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_samples < 1 or self.sample_batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("need num_samples, sample_batch_size and max_new_tokens >= 1")
+
+
+@dataclass
+class SelfTrainConfig(SelfSampledConfig):
+    """`reft self-train`: the paper's offline and online self-training baselines.
+
+    offline: `num_samples` solutions per training question from `sample_model`, the correct ones
+    de-duplicated (at most `max_unique_per_question` each) plus the gold solutions, then plain SFT of
+    `model` on that union (written to out_dir/self_training_data.json first).
+    online: each step samples `samples_per_prompt` responses per prompt with the current policy and
+    takes `update_epochs` optimizer steps on own_weight x NLL(correct samples) + gold_weight x
+    NLL(gold solutions of the same prompts); no reference model, value head or KL.
+    """
+
+    mode: SelfTrainMode = SelfTrainMode.offline
+    """offline (sample once, SFT on the filtered union) or online (sample every step)."""
+    model: str = "runs/warmup/best"
+    """Model trained. offline: the reference starts from the BASE model (e.g. the warm-up's
+    preset:NAME with the same seed, together with sample_model=the warm-up); online: the warm-up."""
+    out_dir: str = "runs/self_train"
+    """Directory for checkpoints, metrics.jsonl, config.yaml and (offline) self_training_data.json."""
+    max_unique_per_question: int = 10
+    """offline: keep at most this many distinct correct samples per question, in sampling order
+    (reference: 10; 0 = no limit)."""
+    keep_gold: bool = True
+    """offline: also train on each question's gold solution unless a kept sample has the same text
+    (reference: yes)."""
+    samples_per_prompt: int = 1
+    """online: responses sampled per prompt at each step (reference: 1)."""
+    update_epochs: int = 2
+    """online: optimizer steps on each step's batch (reference: 2, its ppo_epochs)."""
+    own_weight: float = 0.5
+    """online: weight of the mean NLL of the policy's correct samples (reference: 0.5)."""
+    gold_weight: float = 0.5
+    """online: weight of the mean NLL of the gold solutions (reference: 0.5)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_unique_per_question < 0 or self.samples_per_prompt < 1:
+            raise ValueError("need max_unique_per_question >= 0 and samples_per_prompt >= 1")
+        if self.update_epochs < 1 or min(self.own_weight, self.gold_weight) < 0:
+            raise ValueError("need update_epochs >= 1 and own_weight, gold_weight >= 0")
+        if self.own_weight + self.gold_weight <= 0:
+            raise ValueError("own_weight + gold_weight must be > 0")
+        sampler = self.sample_model or self.model
+        if self.mode is SelfTrainMode.offline and sampler.startswith("preset:"):
+            raise ValueError(
+                f"offline self-training samples from {sampler!r}, an untrained preset: set "
+                "sample_model to the warm-up checkpoint"
+            )
+
+
+@dataclass
+class RewardModelConfig(SelfSampledConfig):
+    """`reft rm train`: an outcome reward model (2-class sequence classifier, "is this solution
+    correct?") trained on solutions sampled for the training questions and labelled by grading.
+
+    The classifier reads `Question:\\n{q}\\nAnswer reasoning:\\n{solution}` and is pooled at the
+    solution's last token. Its dev split is made of solutions sampled the same way for the DEV
+    questions (dev_data, or dev_holdout training questions held out), so no question is in both.
+    """
+
+    model: str = "runs/sft/best"
+    """Causal-LM checkpoint the classifier's trunk is initialised from (reference: the SFT model);
+    its classification head starts random."""
+    max_unique_per_question: int = 0
+    """Keep at most this many distinct solutions per question, in sampling order (0 = all, the
+    reference)."""
+    out_dir: str = "runs/rm"
+    """Directory for checkpoints (Hugging Face sequence-classifier format), metrics and rm_data.json."""
+    lr: float = 1e-4
+    """Peak learning rate (reference: 1e-6 for 7B models)."""
+    warmup_ratio: float = 0.1
+    """Fraction of the optimizer steps spent warming the learning rate up (reference: 0.1)."""
+    epochs: float = 3.0
+    """Passes over the training solutions (reference: 3)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_unique_per_question < 0:
+            raise ValueError("max_unique_per_question must be >= 0")
+        if any(name.startswith("preset:") for name in (self.model, self.sample_model or "")):
+            raise ValueError(
+                "the reward model starts from, and samples with, trained causal-LM checkpoints, "
+                "not a preset"
             )

@@ -60,6 +60,15 @@ class RunState:
     extra: dict[str, Any] = field(default_factory=dict)
     """Trainer-specific state (e.g. a value head's weights)."""
 
+    def summary(self) -> str:
+        """One line for the end of a run."""
+        best = (
+            f"best dev {DEV_METRIC} {self.best_metric:.4f} at step {self.best_step}"
+            if self.best_step >= 0
+            else "no dev evaluation"
+        )
+        return f"finished at step {self.step} after {self.elapsed:.0f} s; {best}"
+
 
 class TrainingRun:
     """One training run: owns the accelerator, output directory, logger, checkpoints and state."""
@@ -168,11 +177,12 @@ class TrainingRun:
         eval_every = config.eval_every or self.steps_per_epoch
         save_every = config.save_every or eval_every
         started = time.time() - self.state.elapsed
+        stop_step = self.stop_step()
         progress = tqdm(
-            total=self.total_steps, initial=self.state.step, desc=self.stage,
+            total=stop_step, initial=self.state.step, desc=self.stage,
             disable=not self.is_main, dynamic_ncols=True,
         )  # fmt: skip
-        while self.state.step < self.total_steps:
+        while self.state.step < stop_step:
             metrics = step_fn(self.state.step)
             self.state.step += 1
             self.state.elapsed = time.time() - started
@@ -186,7 +196,7 @@ class TrainingRun:
             if step % config.log_every == 0 or step == 1:
                 self.metrics.log(step, metrics, "train", self.state.elapsed)
             out_of_time = config.max_seconds > 0 and self.state.elapsed >= config.max_seconds
-            last = step == self.total_steps or out_of_time
+            last = step == stop_step or out_of_time
             dev = self.evaluate(eval_fn) if (step % eval_every == 0 or last) else None
             if step % save_every == 0 or last or dev is not None:
                 self.save(dev)
@@ -195,7 +205,15 @@ class TrainingRun:
                 break
         progress.close()
         self.metrics.close()
+        if self.is_main:
+            self.checkpointer.link_final()
         return self.state
+
+    def stop_step(self) -> int:
+        """The step the loop ends at: total_steps, or earlier with `stop_epochs`."""
+        if self.config.stop_epochs > 0:
+            return min(self.total_steps, math.ceil(self.config.stop_epochs * self.steps_per_epoch))
+        return self.total_steps
 
     def evaluate(self, eval_fn: EvalFn | None) -> dict[str, float] | None:
         """Run `eval_fn` on the main process and log it as the dev split."""

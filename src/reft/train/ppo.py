@@ -26,13 +26,13 @@ from reft.algos import (
     ppo_policy_loss,
     value_loss,
 )
-from reft.data.loaders import load_dataset
 from reft.evaluate.dev import make_dev_evaluator
 from reft.grader import Grader
 from reft.models.load import load_causal_lm
 from reft.models.value import VALUE_MODELS, ActorCritic
 from reft.train.batching import global_batch, shard
 from reft.train.config import LossAggregation, PPOConfig
+from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
 from reft.train.rollout import Experience, collect_experience
@@ -177,7 +177,7 @@ class PPOStep:
 def run_ppo(config: PPOConfig) -> RunState:
     """ReFT: PPO on `config.train_data` from the warm-up checkpoint `config.model`."""
     run = TrainingRun(config, stage="reft")
-    examples = load_dataset(config.train_data, strip_calculator=config.strip_calculator)
+    examples, dev_examples = load_train_and_dev(config)
     policy, tokenizer = load_training_model(run, examples)
     actor_critic = VALUE_MODELS[config.value_model.value](policy, config.seed)
     reference = load_causal_lm(
@@ -200,4 +200,6 @@ def run_ppo(config: PPOConfig) -> RunState:
     grader = Grader(examples[0].answer_kind, config.cot, strict=True,
                     partial_reward=config.partial_reward, timeout_s=config.timeout_s)  # fmt: skip
     with grader:
-        return run.train(PPOStep(run, config, examples, reference, grader), make_dev_evaluator(run))
+        return run.train(
+            PPOStep(run, config, examples, reference, grader), make_dev_evaluator(run, dev_examples)
+        )

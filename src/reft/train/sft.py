@@ -10,17 +10,20 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
 from reft.data.collate import pad_sft_batch
-from reft.data.loaders import load_dataset, require_cot
+from reft.data.example import Example
+from reft.data.loaders import require_cot
 from reft.data.tokenize import IGNORE_INDEX, SFTFeatures, tokenize_sft
 from reft.evaluate.dev import make_dev_evaluator
 from reft.train.batching import global_batch, shard
 from reft.train.config import SFTConfig
+from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
 
@@ -46,13 +49,56 @@ def token_nll_sum(
     return nll, int((targets != IGNORE_INDEX).sum())
 
 
+def backward_micro_batches(
+    run: TrainingRun,
+    items: list,
+    loss_sum_fn: Callable[[list], tuple[torch.Tensor, dict[str, float]]],
+    scale: float,
+    *,
+    sync: bool = True,
+) -> dict[str, float]:
+    """Forward and backward this process's `items`, `micro_batch_size` at a time, adding gradients.
+
+    loss_sum_fn(chunk) -> (loss summed over the chunk, floats to add up over chunks); each chunk
+    backpropagates loss x scale. Gradients are synchronised across processes with the last chunk
+    only, and only when `sync` (pass sync=False to every call of a step but its last). Returns the
+    added-up floats and "loss_sum", the loss summed over all chunks.
+    """
+    size = run.config.micro_batch_size
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    totals: dict[str, float] = {"loss_sum": 0.0}
+    run.model.train()
+    for index, chunk in enumerate(chunks):
+        synced = sync and index == len(chunks) - 1
+        with nullcontext() if synced else run.accelerator.no_sync(run.model):
+            with run.accelerator.autocast():
+                loss, stats = loss_sum_fn(chunk)
+            run.accelerator.backward(loss * scale)
+        totals["loss_sum"] += loss.item()
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def sft_nll_fn(run: TrainingRun) -> Callable[[list[SFTFeatures]], tuple[torch.Tensor, dict]]:
+    """loss_sum_fn for `backward_micro_batches`: summed target-token NLL of a chunk of SFTFeatures."""
+    pad_id = run.tokenizer.pad_token_id
+
+    def nll_sum(chunk: list[SFTFeatures]) -> tuple[torch.Tensor, dict[str, float]]:
+        tensors = {k: v.to(run.device) for k, v in pad_sft_batch(chunk, pad_id).items()}
+        nll, targets = token_nll_sum(run.model, tensors)
+        return nll, {"targets": targets, "tokens": int(tensors["attention_mask"].sum())}
+
+    return nll_sum
+
+
 class SFTStep:
     """One optimizer step of SFT over a global batch, split into per-process micro-batches."""
 
     def __init__(self, run: TrainingRun, features: list[SFTFeatures]) -> None:
         self.run = run
         self.features = features
-        self.pad_id = run.tokenizer.pad_token_id
+        self.nll_sum = sft_nll_fn(run)
 
     def __call__(self, step: int) -> dict[str, float]:
         run, config = self.run, self.run.config
@@ -62,41 +108,41 @@ class SFTStep:
         # Normalise by the global batch's target tokens; DDP averages gradients over processes.
         total_targets = sum(sum(label != IGNORE_INDEX for label in item.labels) for item in batch)
         local = shard(batch, run.accelerator.process_index, run.num_processes)
-        micro = [
-            local[i : i + config.micro_batch_size]
-            for i in range(0, len(local), config.micro_batch_size)
-        ]
-        run.model.train()
-        loss_sum, tokens = 0.0, 0
-        for index, chunk in enumerate(micro):
-            tensors = {k: v.to(run.device) for k, v in pad_sft_batch(chunk, self.pad_id).items()}
-            sync = index == len(micro) - 1
-            with run.accelerator.no_sync(run.model) if not sync else nullcontext():
-                with run.accelerator.autocast():
-                    nll, _ = token_nll_sum(run.model, tensors)
-                run.accelerator.backward(nll * run.num_processes / total_targets)
-            loss_sum += nll.item()
-            tokens += int(tensors["attention_mask"].sum())
+        totals = backward_micro_batches(run, local, self.nll_sum, run.num_processes / total_targets)
         grad_norm = run.clip_and_step()
-        loss = run.accelerator.reduce(torch.tensor(loss_sum, device=run.device), "sum").item()
+        loss_sum = torch.tensor(totals["loss_sum"], device=run.device)
+        loss = run.accelerator.reduce(loss_sum, "sum").item()
         elapsed = time.perf_counter() - started
         return {
             "loss": loss / total_targets,
             "grad_norm": grad_norm,
-            "tokens_per_s": tokens * run.num_processes / elapsed,
+            "tokens_per_s": totals["tokens"] * run.num_processes / elapsed,
         }
 
 
 def run_sft(config: SFTConfig) -> RunState:
     """Train `config.model` on the gold solutions of `config.train_data`; returns the final state."""
     run = TrainingRun(config, stage="sft")
-    examples = load_dataset(config.train_data, strip_calculator=config.strip_calculator)
+    examples, dev_examples = load_train_and_dev(config)
     require_cot(examples, config.cot, config.train_data)
     model, tokenizer = load_training_model(run, examples)
     features, report = tokenize_sft(
         examples, tokenizer, config.cot, config.max_length, config.overlength
     )
     logger.info("tokenised %s: %s", config.train_data, report.summary())
+    return train_on_features(run, model, tokenizer, features, dev_examples)
+
+
+def train_on_features(
+    run: TrainingRun,
+    model: torch.nn.Module,
+    tokenizer,
+    features: list[SFTFeatures],
+    dev_examples: list[Example] | None,
+) -> RunState:
+    """SFT of `model` on tokenised `features`, dev-evaluated on `dev_examples` (None: no dev
+    evaluation); shared by `reft sft` and offline self-training."""
+    config = run.config
     if len(features) < config.batch_size:
         raise ValueError(
             f"{len(features)} training examples left, fewer than batch_size {config.batch_size}"
@@ -105,5 +151,5 @@ def run_sft(config: SFTConfig) -> RunState:
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     run.prepare(model, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch)
     run.accumulation_steps()  # fails early when the batch does not split over processes
-    evaluator = make_dev_evaluator(run)
+    evaluator = make_dev_evaluator(run, dev_examples)
     return run.train(SFTStep(run, features), evaluator)

@@ -32,13 +32,13 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Sequence
-from enum import Enum
 from typing import TYPE_CHECKING
 
 import torch
 
 from reft.data.collate import pad_prompts_left
 from reft.data.tokenize import encode_prompt
+from reft.generation_config import GenerationEngine, SamplingConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -47,58 +47,6 @@ if TYPE_CHECKING:
 COMPACT_FRACTION = 0.25
 """reft engine: rows that have produced EOS leave the decoding batch once they are this fraction of it
 (dropping them copies the others' KV cache, so it is not done for every single finished row)."""
-
-
-class GenerationEngine(str, Enum):
-    """Which code runs the decoding; both give the `GeneratedBatch` contract described above."""
-
-    reft = "reft"
-    """reft's own decode loop: pre-allocated KV cache, shared prefill for K samples (fastest)."""
-    hf = "hf"
-    """transformers' `model.generate` with its dynamic KV cache (any causal LM)."""
-
-
-@dataclasses.dataclass
-class SamplingConfig:
-    """How to sample responses; recorded with every result."""
-
-    do_sample: bool = False
-    """False: greedy decoding (temperature/top_k/top_p are then ignored). True: sample."""
-    temperature: float = 1.0
-    """Logits are divided by this before top-k/top-p filtering and sampling (> 0)."""
-    top_k: int = 0
-    """Keep only the k most likely tokens before sampling; 0 turns the filter off."""
-    top_p: float = 1.0
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p; 1 = off."""
-    max_new_tokens: int = 256
-    """A response that has not produced EOS after this many tokens is cut (finished=False)."""
-    num_samples: int = 1
-    """Responses per prompt (K); they are consecutive rows of the output."""
-    batch_size: int = 64
-    """Sequences decoded together (prompts x samples): a prompt's K samples may span two batches."""
-    engine: GenerationEngine = GenerationEngine.reft
-    """reft: our decode loop (fastest, plain full-attention decoders); hf: model.generate."""
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(
-                f"temperature must be > 0 (got {self.temperature}); use do_sample=false for greedy"
-            )
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, 0 meaning no top-k filter (got {self.top_k})")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(
-                f"top_p must be in (0, 1], 1 meaning no nucleus filter (got {self.top_p})"
-            )
-        for name in ("max_new_tokens", "num_samples", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if not self.do_sample and self.num_samples > 1:
-            raise ValueError(
-                f"greedy decoding would give num_samples={self.num_samples} identical copies; "
-                "set do_sample=true or num_samples=1"
-            )
-        self.engine = GenerationEngine(self.engine)
 
 
 @dataclasses.dataclass

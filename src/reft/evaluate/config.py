@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reft.data.example import CotKind
-from reft.generation import SamplingConfig
+from reft.generation_config import SamplingConfig
 
 
 @dataclass
@@ -75,7 +75,8 @@ class SampleConfig(InferenceConfig):
 
 @dataclass
 class EvalConfig(InferenceConfig):
-    """`reft eval`: greedy top-1, and with k > 0 also voting@K and pass@K from K samples."""
+    """`reft eval`: greedy top-1, and with k > 0 also voting@K, pass@K and (rerank=RM) rerank@K from
+    K samples."""
 
     out_dir: str = "runs/eval"
     """Directory for results.json, the per-question predictions and config.yaml."""
@@ -87,6 +88,9 @@ class EvalConfig(InferenceConfig):
     """Top-k filter of the K samples (0 = off)."""
     top_p: float = 1.0
     """Nucleus filter of the K samples (1 = off)."""
+    rerank: str | None = None
+    """Reward model (a `reft rm train` checkpoint) that reranks the K samples: adds rerank@K
+    (needs k > 0)."""
 
     def greedy_sampling(self) -> SamplingConfig:
         return SamplingConfig(
@@ -103,6 +107,8 @@ class EvalConfig(InferenceConfig):
         super().__post_init__()
         if self.k < 0:
             raise ValueError(f"k must be >= 0, got {self.k}")
+        if self.rerank and not self.k:
+            raise ValueError("rerank needs K samples to choose from: set k > 0 (e.g. --k 8)")
         self.greedy_sampling()
         if self.k:
             self.k_sampling()

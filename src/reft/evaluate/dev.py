@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from reft.data.example import Example
 from reft.evaluate.predict import answered_rate, mean_response_tokens, predict, top1_accuracy
-from reft.generation import SamplingConfig
+from reft.generation_config import SamplingConfig
 from reft.grader import Grader
 from reft.train.loop import TrainingRun
 

@@ -8,7 +8,7 @@ import pytest
 
 from reft.config import load_config
 from reft.data.synthetic import SynthConfig
-from reft.train.config import PPOConfig, SFTConfig
+from reft.train.config import PPOConfig, RewardModelConfig, SelfTrainConfig, SFTConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCHEMAS = {"sft": SFTConfig, "warmup": SFTConfig, "reft": PPOConfig}
@@ -36,9 +36,16 @@ def test_ablations_layer_on_a_reft_recipe(ablation):
     assert len(changed) == 1, changed
 
 
+SYNTH_SCHEMAS = {
+    "default": SynthConfig,
+    "easy": SynthConfig,
+    "offline_self_training": SelfTrainConfig,
+    "online_self_training": SelfTrainConfig,
+    "reward_model": RewardModelConfig,
+}
+
+
 @pytest.mark.parametrize("recipe", sorted((CONFIGS / "synth").glob("*.yaml")), ids=lambda p: p.stem)
 def test_synth_recipes_load(recipe):
-    schema = {"default": SynthConfig, "easy": SynthConfig}.get(recipe.stem)
-    if schema is None:
-        pytest.skip(f"{recipe.name} is a trainer recipe checked by its own tests")
-    load_config(schema, recipe)
+    assert recipe.stem in SYNTH_SCHEMAS, f"add {recipe.name} to SYNTH_SCHEMAS"
+    load_config(SYNTH_SCHEMAS[recipe.stem], recipe)

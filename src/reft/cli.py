@@ -16,8 +16,19 @@ from reft import __version__
 from reft.config import ConfigError
 from reft.data.errors import DataError
 
-# Only commands that work are registered; later stages add their module name here.
-COMMAND_MODULES = ["data", "grade", "sft", "train", "sample", "eval"]
+# Only commands that work are registered; later stages add their module name here. A module's
+# register() names its command (module self_train registers `reft self-train`).
+COMMAND_MODULES = [
+    "data",
+    "grade",
+    "sft",
+    "train",
+    "self_train",
+    "rm",
+    "sample",
+    "eval",
+    "eval_table",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from reft.evaluate.predict import (
     top1_accuracy,
     voting_accuracy,
 )
+from reft.evaluate.rerank import rerank_accuracy, rerank_with_model, write_rerank
 from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
 
@@ -71,7 +72,8 @@ def run_sample(config: SampleConfig) -> dict[str, float]:
 
 
 def run_eval(config: EvalConfig) -> dict[str, Any]:
-    """Greedy top-1 and, with k > 0, voting@K and pass@K; writes results.json and predictions."""
+    """Greedy top-1 and, with k > 0, voting@K, pass@K and (with a reward model) rerank@K; writes
+    results.json and predictions."""
     out_dir = Path(config.out_dir)
     model, tokenizer, examples, grader = load_inference_inputs(config)
     save_config(config, out_dir)
@@ -86,8 +88,15 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             sampled = predict(model, tokenizer, examples, config.cot, config.k_sampling(), grader,
                               seed=config.seed, progress=f"{config.k} samples")  # fmt: skip
             write_jsonl(out_dir / f"predictions_k{config.k}.jsonl", sampled)
-            metrics |= {f"voting@{config.k}": voting_accuracy(sampled, examples),
-                        f"pass@{config.k}": pass_at_k(sampled)}  # fmt: skip
+            metrics[f"voting@{config.k}"] = voting_accuracy(sampled, examples)
+            if config.rerank:  # rerank@K: the reward model's choice among the same K samples
+                scores, picks = rerank_with_model(
+                    config.rerank, sampled, config.cot, dtype=config.dtype, device=config.device,
+                    batch_size=config.batch_size,
+                )  # fmt: skip
+                write_rerank(out_dir / f"rerank_k{config.k}.jsonl", sampled, scores, picks)
+                metrics[f"rerank@{config.k}"] = rerank_accuracy(sampled, picks)
+            metrics[f"pass@{config.k}"] = pass_at_k(sampled)
     results = {"model": config.model, "dataset": config.dataset, "metrics": metrics,
                "generation": {"greedy": config_to_dict(config.greedy_sampling()),
                               "sampled": config_to_dict(config.k_sampling()) if config.k else None}}  # fmt: skip

@@ -262,10 +262,11 @@ class SelfSampledConfig(TrainConfig):
     """Trainers that first sample solutions to the training questions: self-training, reward model."""
 
     sample_model: str | None = None
-    """Checkpoint that samples the solutions (null: `model`); the reference samples with the SFT
-    warm-up."""
+    """Checkpoint that samples the solutions before training (null: `model`); the reference samples
+    with the SFT warm-up. Online self-training samples with the policy being trained instead."""
     num_samples: int = 100
-    """Solutions sampled per training question (reference: 100)."""
+    """Solutions sampled per question before training (reference: 100); online self-training samples
+    during training instead (samples_per_prompt)."""
     temperature: float = 1.0
     """Sampling temperature (reference: 1)."""
     top_k: int = 0
@@ -327,6 +328,10 @@ class SelfTrainConfig(SelfSampledConfig):
             raise ValueError("need update_epochs >= 1 and own_weight, gold_weight >= 0")
         if self.own_weight + self.gold_weight <= 0:
             raise ValueError("own_weight + gold_weight must be > 0")
+        if self.mode is SelfTrainMode.online and self.sample_model is not None:
+            raise ValueError(
+                "online self-training samples with the policy it trains: unset sample_model"
+            )
         sampler = self.sample_model or self.model
         if self.mode is SelfTrainMode.offline and sampler.startswith("preset:"):
             raise ValueError(

@@ -46,7 +46,7 @@ class Companion(Protocol):
 StepFn = Callable[[int], dict[str, float]]
 EvalFn = Callable[[], dict[str, float]]
 DEV_METRIC = "accuracy"
-"""The dev metric that selects the best checkpoint."""
+"""The dev metric that selects the best checkpoint unless a trainer names another."""
 
 
 @dataclass
@@ -57,13 +57,14 @@ class RunState:
     elapsed: float = 0.0
     best_metric: float = -math.inf
     best_step: int = -1
+    best_metric_name: str = DEV_METRIC
     extra: dict[str, Any] = field(default_factory=dict)
     """Trainer-specific state (e.g. a value head's weights)."""
 
     def summary(self) -> str:
         """One line for the end of a run."""
         best = (
-            f"best dev {DEV_METRIC} {self.best_metric:.4f} at step {self.best_step}"
+            f"best dev {self.best_metric_name} {self.best_metric:.4f} at step {self.best_step}"
             if self.best_step >= 0
             else "no dev evaluation"
         )
@@ -73,9 +74,11 @@ class RunState:
 class TrainingRun:
     """One training run: owns the accelerator, output directory, logger, checkpoints and state."""
 
-    def __init__(self, config: TrainConfig, stage: str) -> None:
+    def __init__(self, config: TrainConfig, stage: str, dev_metric: str = DEV_METRIC) -> None:
+        """`dev_metric`: the key of the evaluation results whose maximum selects best/."""
         self.config = config
         self.stage = stage
+        self.dev_metric = dev_metric
         self.out_dir = Path(config.out_dir)
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision.value
@@ -228,9 +231,11 @@ class TrainingRun:
 
     def save(self, dev: dict[str, float] | None) -> None:
         """Checkpoint the current step; copy it to best/ when the dev metric improved."""
-        improved = dev is not None and dev.get(DEV_METRIC, -math.inf) > self.state.best_metric
+        metric = self.dev_metric
+        improved = dev is not None and dev.get(metric, -math.inf) > self.state.best_metric
         if improved:
-            self.state.best_metric, self.state.best_step = dev[DEV_METRIC], self.state.step
+            self.state.best_metric, self.state.best_step = dev[metric], self.state.step
+            self.state.best_metric_name = metric
         self.accelerator.wait_for_everyone()
         if self.is_main:
             meta = {"stage": self.stage, "epoch": self.state.step / self.steps_per_epoch,

@@ -35,7 +35,7 @@ from reft.train.config import LossAggregation, PPOConfig
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
-from reft.train.rollout import Experience, collect_experience
+from reft.train.rollout import Experience, collect_experience, rollout_seed
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class PPOStep:
             for i in shard(indices, run.accelerator.process_index, run.num_processes)
         ]
         actor_critic: ActorCritic = run.accelerator.unwrap_model(run.model)
-        seed = (config.seed * 1_000_003 + step) * run.num_processes + run.accelerator.process_index
+        seed = rollout_seed(config.seed, step, run.num_processes, run.accelerator.process_index)
         experience = collect_experience(
             local, actor_critic=actor_critic, reference=self.reference, tokenizer=run.tokenizer,
             grader=self.grader, config=config, seed=seed,

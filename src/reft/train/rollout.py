@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from reft.algos import KL_ESTIMATORS, WHITENERS, gae, kl_penalized_rewards
-from reft.data.example import Example
+from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.data.tokenize import encode_prompt
 from reft.generation import GeneratedBatch, SamplingConfig, generate_ids
@@ -86,11 +86,13 @@ def collect_experience(
     """Run steps 1-7 for this process's `examples` (its shard of the step's prompts)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    generated = _rollout(examples, actor_critic, tokenizer, config, seed)  # 1
+    generated = sample_responses(  # 1
+        actor_critic.policy, examples, tokenizer, sampling_config(config), config.cot, seed
+    )
     timings["rollout"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    scores, correct = _score(generated, examples, tokenizer, grader, config.samples_per_prompt)  # 2
+    scores, correct = score_responses(generated, examples, tokenizer, grader)  # 2
     timings["scoring"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -114,20 +116,31 @@ def collect_experience(
     )  # fmt: skip
 
 
-def _rollout(
-    examples: list[Example], actor_critic: ActorCritic, tokenizer, config: PPOConfig, seed: int
+def rollout_seed(seed: int, step: int, num_processes: int, process_index: int) -> int:
+    """The sampling seed of one process at one step: distinct per (seed, step, process)."""
+    return (seed * 1_000_003 + step) * num_processes + process_index
+
+
+def sample_responses(
+    policy: torch.nn.Module,
+    examples: list[Example],
+    tokenizer,
+    sampling: SamplingConfig,
+    cot: CotKind,
+    seed: int,
 ) -> GeneratedBatch:
+    """Sample `sampling.num_samples` responses per example, continuing its generation prompt."""
     prompts = [
-        encode_prompt(tokenizer, render_generation_prompt(e.question, config.cot)) for e in examples
+        encode_prompt(tokenizer, render_generation_prompt(e.question, cot)) for e in examples
     ]
     return generate_ids(
-        actor_critic.policy, prompts, sampling_config(config),
+        policy, prompts, sampling,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=seed,
     )  # fmt: skip
 
 
-def _score(
-    generated: GeneratedBatch, examples: list[Example], tokenizer, grader: Grader, samples: int
+def score_responses(
+    generated: GeneratedBatch, examples: list[Example], tokenizer, grader: Grader
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Outcome scores [N] and correctness [N] of the decoded responses (EOS not part of the text)."""
     texts = []
@@ -136,7 +149,7 @@ def _score(
         if generated.finished[row]:
             ids = ids[:-1]
         texts.append(tokenizer.decode(ids, skip_special_tokens=True))
-    golds = [example.answer for example in examples for _ in range(samples)]
+    golds = [example.answer for example in examples for _ in range(generated.num_samples)]
     grades = grader.grade(texts, golds)
     scores = torch.tensor([grade.reward for grade in grades], dtype=torch.float32)
     correct = torch.tensor([grade.correct for grade in grades])

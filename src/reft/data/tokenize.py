@@ -83,11 +83,26 @@ def tokenize_sft(
     overlength: OverlengthPolicy = OverlengthPolicy.skip,
 ) -> tuple[list[SFTFeatures], TokenizationReport]:
     """Tokenise examples for SFT; the report counts what was skipped or truncated."""
-    report = TokenizationReport(total=len(examples), max_length=max_length)
+    pairs = [(example.id, example.question, render_target(example, cot)) for example in examples]
+    return tokenize_pairs(pairs, tokenizer, max_length, overlength)
+
+
+def tokenize_pairs(
+    pairs: list[tuple[str, str, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    overlength: OverlengthPolicy = OverlengthPolicy.skip,
+) -> tuple[list[SFTFeatures], TokenizationReport]:
+    """Tokenise (id, question, target text) triples: the paper's prompt, then the target verbatim + EOS.
+
+    Used for gold targets (`tokenize_sft`) and for self-sampled ones (self-training), with the same
+    over-length rules.
+    """
+    report = TokenizationReport(total=len(pairs), max_length=max_length)
     features = []
-    for example in examples:
-        prompt_ids = encode_prompt(tokenizer, render_prompt(example.question))
-        target_ids = encode_target(tokenizer, render_target(example, cot))
+    for item_id, question, target in pairs:
+        prompt_ids = encode_prompt(tokenizer, render_prompt(question))
+        target_ids = encode_target(tokenizer, target)
         input_ids = prompt_ids + target_ids
         labels = [IGNORE_INDEX] * len(prompt_ids) + target_ids
         if len(input_ids) > max_length:
@@ -96,6 +111,6 @@ def tokenize_sft(
                 continue
             input_ids, labels = input_ids[:max_length], labels[:max_length]
             report.truncated += 1
-        features.append(SFTFeatures(example.id, input_ids, labels))
+        features.append(SFTFeatures(item_id, input_ids, labels))
     report.kept = len(features)
     return features, report

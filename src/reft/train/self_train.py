@@ -41,14 +41,13 @@ import torch
 from reft.config import config_to_dict
 from reft.data.example import Example
 from reft.data.loaders import require_cot
-from reft.data.prompts import render_prompt, render_target
+from reft.data.prompts import render_target
 from reft.data.tokenize import (
     IGNORE_INDEX,
     OverlengthPolicy,
     SFTFeatures,
     TokenizationReport,
-    encode_prompt,
-    encode_target,
+    tokenize_pairs,
     tokenize_sft,
 )
 from reft.evaluate.dev import make_dev_evaluator
@@ -180,22 +179,8 @@ def tokenize_records(
     overlength: OverlengthPolicy,
 ) -> tuple[list[SFTFeatures], TokenizationReport]:
     """SFT features of (plain prompt, verbatim target + EOS) pairs, with tokenize_sft's length rules."""
-    report = TokenizationReport(total=len(records), max_length=max_length)
-    features = []
-    for record in records:
-        prompt_ids = encode_prompt(tokenizer, render_prompt(record.question))
-        target_ids = encode_target(tokenizer, record.target)
-        input_ids = prompt_ids + target_ids
-        labels = [IGNORE_INDEX] * len(prompt_ids) + target_ids
-        if len(input_ids) > max_length:
-            if overlength is OverlengthPolicy.skip or len(prompt_ids) >= max_length:
-                report.skipped_overlength += 1
-                continue
-            input_ids, labels = input_ids[:max_length], labels[:max_length]
-            report.truncated += 1
-        features.append(SFTFeatures(record.id, input_ids, labels))
-    report.kept = len(features)
-    return features, report
+    pairs = [(record.id, record.question, record.target) for record in records]
+    return tokenize_pairs(pairs, tokenizer, max_length, overlength)
 
 
 def offline_records(run: TrainingRun, examples: list[Example]) -> list[SelfTrainingRecord]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,3 +37,24 @@ def tiny_tokenizer():
     problems = generate_problems(SynthConfig(), "train", 300)
     texts = [render_prompt(p.question) + p.nl_cot for p in problems] + [p.program for p in problems]
     return train_tokenizer(texts, vocab_size=400)
+
+
+def _write_digit_game(path: Path, answers: list[str]) -> Path:
+    records = [
+        {"item_id": f"pick_{i}", "question": f"Pick a digit for game {i}.", "answer_cot": "I pick one.",
+         "answer_value": answer}
+        for i, answer in enumerate(answers)
+    ]  # fmt: skip
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digit_game():
+    """`digit_game(path, answers)` writes the toy task of the trainer tests and returns `path`.
+
+    Every question is "Pick a digit for game i." with the gold solution "I pick one.": SFT on random
+    answers teaches a uniform pick, and a file whose answers are all "7" then rewards one pick in ten,
+    a task any working policy-gradient or self-training method improves on quickly.
+    """
+    return _write_digit_game

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -26,18 +25,8 @@ pytestmark = pytest.mark.slow
 GOLD_DIGIT = "7"
 
 
-def _write(path: Path, answers: list[str]) -> Path:
-    records = [
-        {"item_id": f"pick_{i}", "question": f"Pick a digit for game {i}.", "answer_cot": "I pick one.",
-         "answer_value": answer}
-        for i, answer in enumerate(answers)
-    ]  # fmt: skip
-    path.write_text(json.dumps(records))
-    return path
-
-
 @pytest.fixture(scope="module")
-def bandit(tmp_path_factory) -> dict[str, Path]:
+def bandit(tmp_path_factory, digit_game) -> dict[str, Path]:
     """A toy task: SFT teaches "pick a random digit"; the RL data rewards only the digit 7.
 
     The warm-up answers 7 about one time in ten, so the mean reward starts near 0.1 x 1 + 0.9 x 0.1
@@ -45,8 +34,8 @@ def bandit(tmp_path_factory) -> dict[str, Path]:
     """
     root = tmp_path_factory.mktemp("bandit")
     rng = random.Random(0)
-    sft_data = _write(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(512)])
-    rl_data = _write(root / "rl.json", [GOLD_DIGIT] * 512)
+    sft_data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(512)])
+    rl_data = digit_game(root / "rl.json", [GOLD_DIGIT] * 512)
     warmup = root / "warmup"
     assert main(["sft", "model=preset:micro-llama", f"train_data={sft_data}", "dev_data=null",
                  f"out_dir={warmup}", "batch_size=32", "micro_batch_size=32", "lr=3e-3",

@@ -177,27 +177,17 @@ def test_a_pad_id_inside_the_text_is_dropped(tiny_tokenizer):
 # ---- end to end through the CLI on a toy task ----------------------------------------------------
 
 
-def _write(path: Path, answers: list[str]) -> Path:
-    records = [
-        {"item_id": f"pick_{i}", "question": f"Pick a digit for game {i}.", "answer_cot": "I pick one.",
-         "answer_value": answer}
-        for i, answer in enumerate(answers)
-    ]  # fmt: skip
-    path.write_text(json.dumps(records))
-    return path
-
-
 @pytest.mark.slow
-def test_rm_train_then_rerank_through_the_cli(tmp_path):
+def test_rm_train_then_rerank_through_the_cli(tmp_path, digit_game):
     """SFT picks a random digit; the RM data's gold is always 7, so a solution is correct iff it
     answers 7: a reward model can learn that, and then rerank@K finds the 7 among K samples."""
     rng = random.Random(0)
-    sft_data = _write(tmp_path / "sft.json", [str(rng.randint(0, 9)) for _ in range(256)])
+    sft_data = digit_game(tmp_path / "sft.json", [str(rng.randint(0, 9)) for _ in range(256)])
     warmup = tmp_path / "warmup"
     assert main(["sft", "model=preset:micro-llama", f"train_data={sft_data}", "dev_data=null",
                  f"out_dir={warmup}", "batch_size=32", "micro_batch_size=32", "lr=3e-3",
                  "max_steps=120", "preset_vocab_size=300", "seed=0"]) == 0  # fmt: skip
-    train = _write(tmp_path / "train.json", ["7"] * 64)
+    train = digit_game(tmp_path / "train.json", ["7"] * 64)
     out = tmp_path / "rm"
     assert main(["rm", "train", f"model={warmup / 'final'}", f"train_data={train}", "dev_data=null",
                  "dev_holdout=16", f"out_dir={out}", "num_samples=8", "max_new_tokens=16",
@@ -221,7 +211,7 @@ def test_rm_train_then_rerank_through_the_cli(tmp_path):
         "LlamaForSequenceClassification"
     ]
 
-    test = _write(tmp_path / "test.json", ["7"] * 32)
+    test = digit_game(tmp_path / "test.json", ["7"] * 32)
     evaluation = tmp_path / "eval"
     assert main(["eval", f"model={warmup / 'final'}", f"dataset={test}", f"out_dir={evaluation}",
                  "max_new_tokens=16", "--k", "4", "--rerank", str(out / "best")]) == 0  # fmt: skip

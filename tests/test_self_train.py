@@ -210,29 +210,19 @@ def test_synth_recipes_load(mode):
 GOLD_DIGIT = "7"
 
 
-def _write(path: Path, answers: list[str]) -> Path:
-    records = [
-        {"item_id": f"pick_{i}", "question": f"Pick a digit for game {i}.", "answer_cot": "I pick one.",
-         "answer_value": answer}
-        for i, answer in enumerate(answers)
-    ]  # fmt: skip
-    path.write_text(json.dumps(records))
-    return path
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> dict[str, Path]:
+def toy(tmp_path_factory, digit_game) -> dict[str, Path]:
     """SFT teaches "pick a random digit"; the self-training data's gold answer is always 7, so about
     one sample in ten is correct."""
     root = tmp_path_factory.mktemp("toy")
     rng = random.Random(0)
-    sft_data = _write(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(256)])
+    sft_data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(256)])
     warmup = root / "warmup"
     assert main(["sft", "model=preset:micro-llama", f"train_data={sft_data}", "dev_data=null",
                  f"out_dir={warmup}", "batch_size=32", "micro_batch_size=32", "lr=3e-3",
                  "max_steps=120", "preset_vocab_size=300", "seed=0"]) == 0  # fmt: skip
     return {
-        "train": _write(root / "train.json", [GOLD_DIGIT] * 64),
+        "train": digit_game(root / "train.json", [GOLD_DIGIT] * 64),
         "sft": sft_data,
         "warmup": warmup / "final",
     }

@@ -6,7 +6,11 @@ would, with no sampler state to save.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from reft.train.config import TrainConfig
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
@@ -28,3 +32,15 @@ def global_batch(size: int, batch_size: int, seed: int, step: int) -> list[int]:
 def shard(items: list, rank: int, world_size: int) -> list:
     """This process's share of a global batch (every world_size-th item, starting at rank)."""
     return items[rank::world_size]
+
+
+def step_counts(num_items: int, config: TrainConfig, what: str) -> tuple[int, int]:
+    """(steps per epoch, total steps) of a run over `num_items` `what` in global batches.
+
+    Total steps are `max_steps`, else `epochs` x steps per epoch (incomplete batches are dropped).
+    Raises ValueError when there is not one full batch.
+    """
+    steps_per_epoch = num_items // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"{num_items} {what}, fewer than batch_size {config.batch_size}")
+    return steps_per_epoch, config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))

@@ -11,7 +11,6 @@ Deviations from the reference code are listed in docs/implementation_details.md.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from contextlib import nullcontext
 
@@ -30,7 +29,7 @@ from reft.evaluate.dev import make_dev_evaluator
 from reft.grader import Grader
 from reft.models.load import load_causal_lm
 from reft.models.value import VALUE_MODELS, ActorCritic
-from reft.train.batching import global_batch, shard
+from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import LossAggregation, PPOConfig
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
@@ -184,12 +183,7 @@ def run_ppo(config: PPOConfig) -> RunState:
         config.ref_model or config.model, dtype=config.dtype, device=str(run.device)
     )
     reference.requires_grad_(False).eval()
-    steps_per_epoch = len(examples) // config.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"{len(examples)} training questions, fewer than batch_size {config.batch_size}"
-        )
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    steps_per_epoch, total = step_counts(len(examples), config, "training questions")
     updates_per_step = (
         config.ppo_epochs * config.batch_size * config.samples_per_prompt // config.mini_batch_size
     )

@@ -46,7 +46,7 @@ from reft.evaluate.rerank import (
     solution_text,
 )
 from reft.models.load import load_tokenizer
-from reft.train.batching import global_batch, shard
+from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import RewardModelConfig
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
@@ -271,12 +271,7 @@ def run_reward_model(config: RewardModelConfig) -> RunState:
     logger.info("tokenised the reward-model data: %s", report.summary())
     if len({f.label for f in features}) < 2:
         logger.warning("the reward-model training data has a single label: %s", _labels(features))
-    if len(features) < config.batch_size:
-        raise ValueError(
-            f"{len(features)} reward-model examples, fewer than batch_size {config.batch_size}"
-        )
-    steps_per_epoch = len(features) // config.batch_size
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    steps_per_epoch, total = step_counts(len(features), config, "reward-model examples")
     run.prepare(model, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch)
     run.accumulation_steps()  # fails early when the batch does not split over processes
     return run.train(RewardModelStep(run, features), make_rm_evaluator(run, dev_records))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -56,7 +55,7 @@ from reft.evaluate.rerank import solution_text
 from reft.generation import GeneratedBatch, SamplingConfig
 from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
-from reft.train.batching import global_batch, shard
+from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import SelfSampledConfig, SelfTrainConfig, SelfTrainMode
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
@@ -350,11 +349,11 @@ def run_online(config: SelfTrainConfig) -> RunState:
     logger.info("tokenised the gold solutions: %s", report.summary())
     gold = {feature.example_id: feature for feature in features}
     questions = [example for example in examples if example.id in gold]  # skipped gold: no question
-    steps_per_epoch = len(questions) // config.batch_size
-    if steps_per_epoch < 1 or config.batch_size % run.num_processes:
-        raise ValueError(f"batch_size {config.batch_size} must be <= the {len(questions)} "
-                         f"questions and split over {run.num_processes} processes")  # fmt: skip
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    steps_per_epoch, total = step_counts(len(questions), config, "training questions")
+    if config.batch_size % run.num_processes:
+        raise ValueError(
+            f"batch_size {config.batch_size} must split over {run.num_processes} processes"
+        )
     run.prepare(model, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch,
                 optimizer_steps=total * config.update_epochs)  # fmt: skip
     grader = Grader(examples[0].answer_kind, config.cot, strict=True, timeout_s=config.timeout_s)

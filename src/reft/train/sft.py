@@ -8,7 +8,6 @@ with batch B and N processes with B / N each take the same step.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -21,7 +20,7 @@ from reft.data.example import Example
 from reft.data.loaders import require_cot
 from reft.data.tokenize import IGNORE_INDEX, SFTFeatures, tokenize_sft
 from reft.evaluate.dev import make_dev_evaluator
-from reft.train.batching import global_batch, shard
+from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import SFTConfig
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
@@ -143,12 +142,7 @@ def train_on_features(
     """SFT of `model` on tokenised `features`, dev-evaluated on `dev_examples` (None: no dev
     evaluation); shared by `reft sft` and offline self-training."""
     config = run.config
-    if len(features) < config.batch_size:
-        raise ValueError(
-            f"{len(features)} training examples left, fewer than batch_size {config.batch_size}"
-        )
-    steps_per_epoch = len(features) // config.batch_size
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    steps_per_epoch, total = step_counts(len(features), config, "training examples left")
     run.prepare(model, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch)
     run.accumulation_steps()  # fails early when the batch does not split over processes
     evaluator = make_dev_evaluator(run, dev_examples)

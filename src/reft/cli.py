@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "sample",
     "eval",
     "eval_table",
+    "demo",
 ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from reft.config import ConfigError, add_config_arguments, config_from_args, save_config
 from reft.data.errors import DataError
 from reft.data.example import CotKind
-from reft.data.loaders import detect_cot_kind, load_dataset
+from reft.data.loaders import detect_cot_kind, load_dataset, write_examples
 from reft.data.prompts import render_generation_prompt, render_prompt, render_target
 from reft.data.synthetic import SPLIT_BUCKETS, SynthConfig, generate_examples
 
@@ -65,10 +65,7 @@ def run_synth(args: argparse.Namespace) -> int:
         examples = generate_examples(config, args.split, args.n, args.cot)
     except ValueError as error:  # knobs that allow fewer distinct problems than asked for
         raise ConfigError(str(error)) from None
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps([example.to_reft_json() for example in examples], indent=1) + "\n")
-    tmp.replace(args.out)
+    write_examples(args.out, examples)
     config_path = save_config(config, args.out.with_name(args.out.stem + ".config.yaml"))
     print(
         f"wrote {len(examples)} {args.split} problems ({args.cot.value}) to {args.out}; knobs in {config_path}"

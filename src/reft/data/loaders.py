@@ -321,3 +321,13 @@ def _load_hf(spec: str, *, answer_kind: AnswerKind | None, strip_calculator: boo
         answer_kind=answer_kind,
         strip_calculator=strip_calculator,
     )
+
+
+def write_examples(path: str | Path, examples: list[Example]) -> Path:
+    """Write `examples` as a ReFT JSON array (the format `load_dataset` reads), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps([example.to_reft_json() for example in examples], indent=1) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,34 @@
+"""`reft demo`: the paper's comparison (SFT warm-up -> ReFT, SFT, offline and online self-training,
+voting and reranking) end to end on the built-in synthetic task and a tiny model, on a CPU.
+
+reft demo [--quick] [--seeds 0,1,2] [--out DIR] [--config FILE.yaml] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from reft.config import add_config_arguments, config_from_args
+from reft.demo.config import DemoConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the paper's experiment at laptop scale, with a report (results.json, report.md, plots)",
+    )
+    add_config_arguments(parser, DemoConfig)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # The shipped recipe (and the quick one with --quick) lies under any files and overrides given.
+    quick = config_from_args(DemoConfig, args).quick
+    recipes = DemoConfig(quick=quick).recipe_files()
+    user_files = list(args.config or [])
+    args.config = [*recipes, *user_files]
+    config = config_from_args(DemoConfig, args)
+    from reft.demo.run import run_demo
+
+    run_demo(config)
+    return 0

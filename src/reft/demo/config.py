@@ -1,0 +1,86 @@
+"""The demo's configuration: the task, the model and one section of `reft` settings per stage.
+
+A recipe (`recipes/default.yaml`, `recipes/quick.yaml`) fills every field. Stage sections are handed
+to the stage's own command as `key=value` overrides, so they accept exactly what `reft sft`,
+`reft train`, `reft self-train`, `reft rm train` and `reft eval` accept, and are checked there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reft.data.example import CotKind
+from reft.data.synthetic import SynthConfig
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+"""Where the shipped recipes live (`default.yaml`, and `quick.yaml` layered on it by --quick)."""
+
+
+@dataclass
+class TaskConfig(SynthConfig):
+    """The synthetic task's difficulty knobs plus the size of each split."""
+
+    train_size: int = 4000
+    """Training questions (each with one gold chain of thought)."""
+    dev_size: int = 500
+    """Dev questions: every checkpoint choice and plateau decision is made on these."""
+    test_size: int = 1000
+    """Test questions: used for the final table only."""
+
+
+@dataclass
+class DemoConfig:
+    """One run of `reft demo` (one or several seeds)."""
+
+    out: str = ""
+    """Output directory (default: runs/demo-<timestamp>)."""
+    seeds: str = "0"
+    """Comma-separated seeds; each repeats the whole comparison and the report gives mean and std."""
+    quick: bool = False
+    """Smoke-test size (a few minutes): checks the pipeline and the artefacts, not the accuracy gap."""
+    resume: bool = False
+    """Continue a demo in `out`: finished stages are kept, unfinished ones resume from checkpoints."""
+    model: str = "preset:micro-llama"
+    """Model every method starts from (a preset is built from scratch with the seed)."""
+    cot: CotKind = CotKind.nl
+    """Chain-of-thought kind: nl (N-CoT) or python (P-CoT)."""
+    workers: int = 2
+    """Stages run at once (each with cores / workers torch threads)."""
+    k: int = 8
+    """Samples per test question for voting@K and rerank@K."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The synthetic task (knobs of `reft data synth` and split sizes)."""
+    common: dict[str, Any] = field(default_factory=dict)
+    """Settings given to every training stage (dev_limit, eval cadence, generation length, ...)."""
+    warmup: dict[str, Any] = field(default_factory=dict)
+    """`reft sft` settings of the SFT warm-up that ReFT and self-training start from."""
+    sft: dict[str, Any] = field(default_factory=dict)
+    """`reft sft` settings of the SFT baseline, which continues from the warm-up until dev plateaus."""
+    reft: dict[str, Any] = field(default_factory=dict)
+    """`reft train` settings (PPO from the warm-up)."""
+    offline_self_training: dict[str, Any] = field(default_factory=dict)
+    """`reft self-train mode=offline` settings."""
+    online_self_training: dict[str, Any] = field(default_factory=dict)
+    """`reft self-train mode=online` settings."""
+    reward_model: dict[str, Any] = field(default_factory=dict)
+    """`reft rm train` settings (the reranker, trained on samples of the SFT baseline)."""
+    eval: dict[str, Any] = field(default_factory=dict)
+    """`reft eval` settings for the test-split evaluation of every method."""
+
+    def seed_list(self) -> list[int]:
+        """The seeds as integers ("0,1,2" -> [0, 1, 2])."""
+        try:
+            seeds = [int(part) for part in str(self.seeds).split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(
+                f"seeds must be comma-separated integers, got {self.seeds!r}"
+            ) from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct integers, got {self.seeds!r}")
+        return seeds
+
+    def recipe_files(self) -> list[Path]:
+        """The shipped recipe files this configuration is layered on."""
+        return [RECIPES_DIR / "default.yaml", *([RECIPES_DIR / "quick.yaml"] if self.quick else [])]

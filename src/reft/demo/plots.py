@@ -1,0 +1,94 @@
+"""The demo's PNG figures (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt
+
+from reft.demo.report import COLUMNS, LABELS, dev_curves
+from reft.demo.stages import METHODS
+
+TRAINING_PANELS = (
+    ("reward", "mean score reward"),
+    ("accuracy", "train accuracy"),
+    ("kl", "sequence KL to reference"),
+    ("response_length", "response length (tokens)"),
+    ("value_loss", "value loss"),
+)
+
+
+def plot_training_curves(seed_dir: Path, path: Path) -> Path:
+    """ReFT's per-step training curves: reward, train accuracy, KL, response length, value loss."""
+    records = [json.loads(line) for line in (seed_dir / "reft" / "metrics.jsonl").read_text().splitlines()
+               if line.strip()]  # fmt: skip
+    train = [r for r in records if r.get("split") == "train"]
+    figure, axes = plt.subplots(1, len(TRAINING_PANELS), figsize=(4 * len(TRAINING_PANELS), 3.2))
+    for axis, (key, title) in zip(axes, TRAINING_PANELS, strict=True):
+        points = [(r["step"], r[key]) for r in train if key in r]
+        if points:
+            axis.plot(*zip(*points, strict=True), color="tab:red")
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("PPO step")
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"ReFT training ({seed_dir.name})")
+    return _save(figure, path)
+
+
+def plot_dev_accuracy(seed_dirs: list[Path], path: Path) -> Path:
+    """Dev accuracy against wall-clock seconds (from the start of the warm-up) for every method."""
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    colors = dict(zip(("warmup", *METHODS), plt.rcParams["axes.prop_cycle"].by_key()["color"],
+                      strict=False))  # fmt: skip
+    for index, seed_dir in enumerate(seed_dirs):
+        for method, points in dev_curves(seed_dir).items():
+            if points:
+                axis.plot(*zip(*points, strict=True), marker=".", color=colors[method], alpha=0.85,
+                          label=LABELS[method] if index == 0 else None)  # fmt: skip
+    axis.set_xlabel("wall-clock seconds since the warm-up started")
+    axis.set_ylabel("dev accuracy (greedy)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("Dev accuracy over time" + (" (all seeds)" if len(seed_dirs) > 1 else ""))
+    return _save(figure, path)
+
+
+def plot_accuracy_bars(results: dict[str, Any], path: Path) -> Path:
+    """Test top-1 / voting@K / rerank@K per method, with the seed standard deviation as error bars."""
+    methods = ("warmup", *METHODS)
+    width = 0.26
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    for offset, column in enumerate(COLUMNS):
+        xs = [
+            i + (offset - 1) * width
+            for i, m in enumerate(methods)
+            if column in results["methods"][m]
+        ]
+        means = [
+            100 * results["methods"][m][column] for m in methods if column in results["methods"][m]
+        ]
+        errors = [
+            100 * results["std"][m][column] for m in methods if column in results["methods"][m]
+        ]
+        name = {"top1": "top-1", "voting": f"voting@{results['k']}",
+                "rerank": f"rerank@{results['k']}"}[column]  # fmt: skip
+        axis.bar(xs, means, width, yerr=errors if len(results["seeds"]) > 1 else None, label=name,
+                 capsize=3)  # fmt: skip
+    axis.set_xticks(range(len(methods)), [LABELS[m] for m in methods], fontsize=8, rotation=10)
+    axis.set_ylabel("test accuracy (%)")
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    axis.set_title("Final test accuracy")
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

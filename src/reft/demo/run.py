@@ -1,0 +1,80 @@
+"""`run_demo`: data, the stage graph of every seed, then results.json, report.md and the figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from reft.config import config_to_dict, save_config
+from reft.data.loaders import write_examples
+from reft.data.synthetic import SynthConfig, generate_examples
+from reft.demo.config import DemoConfig
+from reft.demo.report import build_results, results_table, write_json, write_report
+from reft.demo.runner import StageRunner
+from reft.demo.stages import plan_stages
+
+logger = logging.getLogger(__name__)
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
+    """Run (or resume) the whole comparison for every seed and write the report; returns results.json."""
+    out_dir = Path(config.out) if config.out else default_out_dir()
+    seeds = config.seed_list()
+    if out_dir.exists() and any(out_dir.iterdir()) and not config.resume:
+        raise FileExistsError(f"{out_dir} is not empty: pass --resume to continue that demo, or "
+                              "choose another --out")  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / "demo.yaml")
+    data_dir = write_task(config, out_dir / "data")
+    command = command or shlex.join(["reft", "demo", *sys.argv[2:]])
+    for seed in seeds:
+        seed_dir = out_dir / f"seed_{seed}"
+        stages = plan_stages(config, seed, seed_dir, data_dir)
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        (seed_dir / "commands.sh").write_text(
+            "#!/usr/bin/env bash\n# The stages of this seed, in dependency order.\nset -e\n"
+            + "\n".join(stage.command_line() for stage in stages) + "\n"
+        )  # fmt: skip
+        print(f"seed {seed}: {len(stages)} stages, {config.workers} at a time -> {seed_dir}")
+        StageRunner(stages, seed_dir / "logs", config.workers, label=f"[seed {seed}] ").run()
+    results = build_results(config_to_dict(config), seeds, out_dir, config.k)
+    write_json(out_dir / "results.json", results)
+    figures = write_figures(results, out_dir, seeds)
+    write_report(results, out_dir, figures, command)
+    print("\n" + results_table(results))
+    print(f"\nresults: {out_dir / 'results.json'}; report: {out_dir / 'report.md'}")
+    return results
+
+
+def write_task(config: DemoConfig, data_dir: Path) -> Path:
+    """The synthetic train/dev/test files (the same for every seed; kept when they already exist)."""
+    knobs = {f.name: getattr(config.task, f.name) for f in dataclasses.fields(SynthConfig)}
+    synth = SynthConfig(**knobs)
+    sizes = {"train": config.task.train_size, "dev": config.task.dev_size,
+             "test": config.task.test_size}  # fmt: skip
+    for split, size in sizes.items():
+        path = data_dir / f"{split}.json"
+        if not path.exists():
+            write_examples(path, generate_examples(synth, split, size, config.cot))
+    save_config(synth, data_dir / "task.yaml")
+    return data_dir
+
+
+def write_figures(results: dict[str, Any], out_dir: Path, seeds: list[int]) -> list[Path]:
+    from reft.demo.plots import plot_accuracy_bars, plot_dev_accuracy, plot_training_curves
+
+    seed_dirs = [out_dir / f"seed_{seed}" for seed in seeds]
+    return [
+        plot_dev_accuracy(seed_dirs, out_dir / "dev_accuracy.png"),
+        plot_accuracy_bars(results, out_dir / "accuracy.png"),
+        plot_training_curves(seed_dirs[0], out_dir / "reft_training.png"),
+    ]

@@ -1,0 +1,218 @@
+"""Runs the demo's stages as `reft` subprocesses, several at once, with a live progress display.
+
+Small models on a CPU are bound by per-step overhead, not FLOPs, so two single-threaded stages side by
+side do nearly twice the work of one stage with two threads (docs/findings.md): the runner starts
+every stage whose inputs are ready, up to `workers` at a time, each with cores / workers threads.
+
+A finished stage leaves `<out_dir>.done.json` (its wall-clock seconds and command), so an interrupted
+demo resumes: finished stages are skipped and unfinished training stages resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from reft.demo.stages import Stage
+
+POLL_SECONDS = 1.0
+PLAIN_REPORT_SECONDS = 30.0
+"""Without a terminal, one progress line per running stage this often."""
+_TQDM = re.compile(r"(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
+
+
+class StageFailed(RuntimeError):
+    """A stage's command exited with an error; the message holds the end of its log."""
+
+
+@dataclass
+class StageRecord:
+    """What the report needs from a finished stage."""
+
+    name: str
+    seconds: float
+    started: float
+    """Seconds since the demo started when this stage started."""
+
+
+def done_marker(stage: Stage) -> Path:
+    return stage.out_dir.with_name(stage.out_dir.name + ".done.json")
+
+
+class StageRunner:
+    """Runs `stages` (respecting `needs`) with up to `workers` subprocesses at a time."""
+
+    def __init__(self, stages: list[Stage], logs_dir: Path, workers: int, label: str = "",
+                 stream: TextIO = sys.stdout, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.stages, self.logs_dir, self.workers = stages, logs_dir, workers
+        self.label, self.stream, self.clock = label, stream, clock
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.records: dict[str, StageRecord] = {}
+        self._live_lines = 0
+        self._last_plain = 0.0
+
+    def run(self) -> dict[str, StageRecord]:
+        """Run every unfinished stage; returns the records of all stages (finished earlier or now)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        start = self.clock()
+        pending = []
+        for stage in self.stages:
+            marker = done_marker(stage)
+            if marker.exists():
+                self.records[stage.name] = StageRecord(**json.loads(marker.read_text())["record"])
+            else:
+                pending.append(stage)
+        running: dict[str, tuple[Stage, subprocess.Popen, float, TextIO]] = {}
+        try:
+            while pending or running:
+                for name, (stage, process, started, log) in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    log.close()
+                    del running[name]
+                    if process.returncode != 0:
+                        raise StageFailed(self._failure(stage, process.returncode))
+                    self._finish(stage, started, start)
+                ready = [s for s in pending if all(n in self.records for n in s.needs)]
+                for stage in ready[: self.workers - len(running)]:
+                    pending.remove(stage)
+                    running[stage.name] = (stage, *self._launch(stage))
+                if pending and not running:
+                    missing = {n for s in pending for n in s.needs} - set(self.records)
+                    raise StageFailed(
+                        f"stages {[s.name for s in pending]} wait on {sorted(missing)}"
+                    )
+                self._display(running, start)
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            for _, process, _, _ in running.values():
+                process.terminate()
+            for _, process, _, log in running.values():
+                process.wait()
+                log.close()
+            raise
+        finally:
+            self._clear_live()
+        return self.records
+
+    def _launch(self, stage: Stage) -> tuple[subprocess.Popen, float, TextIO]:
+        argv = list(stage.argv)
+        if stage.trains and stage.out_dir.exists():
+            argv.append("resume=true")  # an interrupted run continues from its last checkpoint
+        env = os.environ | {
+            "OMP_NUM_THREADS": str(self.threads),
+            "MKL_NUM_THREADS": str(self.threads),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        log = (self.logs_dir / f"{stage.name}.log").open("a")
+        log.write(f"$ {stage.command_line()}\n")
+        log.flush()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reft", *argv], stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        return process, self.clock(), log
+
+    def _finish(self, stage: Stage, started: float, demo_start: float) -> None:
+        record = StageRecord(stage.name, self.clock() - started, started - demo_start)
+        self.records[stage.name] = record
+        marker = done_marker(stage)
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"record": record.__dict__, "command": stage.command_line()}))
+        tmp.replace(marker)
+        self._print(f"{self.label}{stage.name}: done in {record.seconds:.0f} s")
+
+    def _failure(self, stage: Stage, returncode: int) -> str:
+        log = self.logs_dir / f"{stage.name}.log"
+        tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
+        return (f"stage {stage.name} failed (exit {returncode}); command:\n  "
+                f"{stage.command_line()}\nlast lines of {log}:\n" + "\n".join(tail))  # fmt: skip
+
+    # --- progress display -------------------------------------------------------------------
+
+    def _display(self, running: dict, start: float) -> None:
+        now = self.clock()
+        lines = [f"{self.label}{self.progress_line(stage, now - started)}"
+                 for stage, _, started, _ in running.values()]  # fmt: skip
+        done = len(self.records)
+        lines.append(f"{self.label}{done}/{len(self.stages)} stages done, "
+                     f"{_clock(now - start)} elapsed")  # fmt: skip
+        if self.stream.isatty():
+            self._clear_live()
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+            self._live_lines = len(lines)
+        elif now - self._last_plain >= PLAIN_REPORT_SECONDS:
+            self._last_plain = now
+            self._print("\n".join(lines))
+
+    def progress_line(self, stage: Stage, elapsed: float) -> str:
+        """`name  step/total  key metrics  elapsed<ETA` from the stage's log and metrics file."""
+        parts = [f"{stage.name:<28}"]
+        bar = _last_progress(self.logs_dir / f"{stage.name}.log")
+        if bar:
+            step, total, _, _ = bar
+            parts.append(f"{step}/{total}")
+        metrics = _last_metrics(stage.out_dir / "metrics.jsonl")
+        for key in ("loss", "reward", "accuracy", "kl"):
+            if key in metrics.get("train", {}):
+                parts.append(f"{key} {metrics['train'][key]:.3g}")
+        if "accuracy" in metrics.get("dev", {}):
+            parts.append(f"dev {metrics['dev']['accuracy']:.3f}")
+        parts.append(f"{_clock(elapsed)}" + (f" ETA {bar[3]}" if bar else ""))
+        return "  ".join(parts)
+
+    def _clear_live(self) -> None:
+        if self._live_lines and self.stream.isatty():
+            self.stream.write(f"\x1b[{self._live_lines}F\x1b[J")
+        self._live_lines = 0
+
+    def _print(self, text: str) -> None:
+        self._clear_live()
+        print(text, file=self.stream, flush=True)
+
+
+def _last_progress(log: Path) -> tuple[int, int, str, str] | None:
+    """The last tqdm bar in a log: (step, total, elapsed, eta)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    matches = _TQDM.findall(text)
+    if not matches:
+        return None
+    step, total, elapsed, eta = matches[-1]
+    return int(step), int(total), elapsed, eta
+
+
+def _last_metrics(path: Path) -> dict[str, dict[str, float]]:
+    """The last record of each split in a metrics.jsonl file."""
+    last: dict[str, dict[str, float]] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return last
+    for line in lines[-50:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        last[record.get("split", "train")] = record
+    return last
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"

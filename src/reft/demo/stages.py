@@ -1,0 +1,111 @@
+"""The demo's stage graph for one seed. Every stage is one ordinary `reft` command, so the demo is a
+script a user could type, and `commands.sh` in the output directory is exactly that script.
+
+    warmup --+--> sft -------------> reward_model --+
+             +--> reft                              +--> eval_<method> (test split)
+             +--> offline_self_training             |
+             +--> online_self_training -------------+
+
+ReFT and both self-training baselines start from the warm-up's last checkpoint; the SFT baseline
+continues SFT from the same checkpoint until its dev accuracy plateaus. Each method is evaluated at
+its best dev checkpoint; the warm-up at its last.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reft.demo.config import DemoConfig
+
+METHODS = ("sft", "reft", "offline_self_training", "online_self_training")
+"""The methods compared in the table, in row order (the warm-up is reported beside them)."""
+
+
+@dataclass
+class Stage:
+    """One `reft` command of the demo."""
+
+    name: str
+    argv: list[str]
+    """Arguments after `reft` (the subcommand first)."""
+    out_dir: Path
+    needs: tuple[str, ...] = ()
+    """Stages that must finish first."""
+    trains: bool = True
+    """A training stage (resumable from its checkpoints) rather than an evaluation."""
+    starts_from: str | None = None
+    """The stage whose checkpoint this one starts from (its time counts in this method's budget)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def command_line(self) -> str:
+        """The shell line that runs this stage."""
+        return " ".join(["reft", *(_quote(arg) for arg in self.argv)])
+
+
+def plan_stages(config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path) -> list[Stage]:
+    """Every stage of one seed's comparison, in an order that respects `needs`."""
+    data = {
+        "train_data": str(data_dir / "train.json"),
+        "dev_data": str(data_dir / "dev.json"),
+        "cot": config.cot.value,
+        "seed": seed,
+    }
+    warmup_ckpt = str(seed_dir / "warmup" / "final")
+
+    def training(name: str, command: list[str], defaults: dict[str, Any], section: dict[str, Any],
+                 needs: tuple[str, ...], starts_from: str | None) -> Stage:  # fmt: skip
+        out_dir = seed_dir / name
+        settings = {**data, **config.common, **defaults, **section, "out_dir": str(out_dir)}
+        return Stage(name, [*command, *_overrides(settings)], out_dir, needs,
+                     starts_from=starts_from, settings=settings)  # fmt: skip
+
+    from_warmup = {"model": warmup_ckpt}
+    stages = [
+        training("warmup", ["sft"], {"model": config.model}, config.warmup, (), None),
+        training("sft", ["sft"], from_warmup, config.sft, ("warmup",), "warmup"),
+        training("reft", ["train"], from_warmup, config.reft, ("warmup",), "warmup"),
+        training("offline_self_training", ["self-train"],
+                 {**from_warmup, "mode": "offline", "sample_model": warmup_ckpt},
+                 config.offline_self_training, ("warmup",), "warmup"),
+        training("online_self_training", ["self-train"], {**from_warmup, "mode": "online"},
+                 config.online_self_training, ("warmup",), "warmup"),
+        training("reward_model", ["rm", "train"],
+                 {"model": str(seed_dir / "sft" / "best"),
+                  "sample_model": str(seed_dir / "sft" / "best")},
+                 config.reward_model, ("sft",), None),
+    ]  # fmt: skip
+    test = {"dataset": str(data_dir / "test.json"), "cot": config.cot.value, "seed": seed}
+    for method in ("warmup", *METHODS):
+        checkpoint = seed_dir / method / ("final" if method == "warmup" else "best")
+        ranking = {} if method == "warmup" else {
+            "k": config.k, "rerank": str(seed_dir / "reward_model" / "best")
+        }  # fmt: skip
+        settings = {**test, **config.eval, **ranking, "model": str(checkpoint),
+                    "out_dir": str(seed_dir / "eval" / method)}  # fmt: skip
+        needs = (method,) if method == "warmup" else (method, "reward_model")
+        stages.append(Stage(f"eval_{method}", ["eval", *_overrides(settings)],
+                            seed_dir / "eval" / method, needs, trains=False, settings=settings))  # fmt: skip
+    return stages
+
+
+def _overrides(settings: dict[str, Any]) -> list[str]:
+    """`key=value` arguments; lists and dicts in OmegaConf's dotlist syntax."""
+    return [f"{key}={_format_value(value)}" for key, value in settings.items()]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _quote(arg: str) -> str:
+    safe = all(ch.isalnum() or ch in "=_-./:,@+" for ch in arg)
+    return arg if safe else "'" + arg.replace("'", "'\\''") + "'"

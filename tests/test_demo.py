@@ -1,0 +1,150 @@
+"""`reft demo`: the stage graph, the runner, the report arithmetic, and (slow) the quick demo end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reft.config import load_config
+from reft.demo.config import DemoConfig
+from reft.demo.report import aggregate, results_table
+from reft.demo.runner import StageFailed, StageRunner, done_marker
+from reft.demo.stages import METHODS, Stage, plan_stages
+
+
+def demo_config(quick: bool = True, overrides: tuple[str, ...] = ()) -> DemoConfig:
+    return load_config(DemoConfig, DemoConfig(quick=quick).recipe_files(), list(overrides))
+
+
+def test_seed_list_parses_and_rejects():
+    assert DemoConfig(seeds="0,1,2").seed_list() == [0, 1, 2]
+    assert DemoConfig(seeds="7").seed_list() == [7]
+    for bad in ("a,b", "1,1", ""):
+        with pytest.raises(ValueError, match="seeds"):
+            DemoConfig(seeds=bad).seed_list()
+
+
+def test_stage_graph_wiring(tmp_path):
+    config = demo_config(overrides=("reft.lr=0.5", "common.dev_limit=7"))
+    stages = {s.name: s for s in plan_stages(config, 3, tmp_path / "seed_3", tmp_path / "data")}
+    assert set(stages) == {"warmup", *METHODS, "reward_model",
+                           *(f"eval_{m}" for m in ("warmup", *METHODS))}  # fmt: skip
+    warmup = str(tmp_path / "seed_3" / "warmup" / "final")
+    for method in METHODS:  # every method starts from the warm-up's last checkpoint
+        assert stages[method].settings["model"] == warmup
+        assert stages[method].needs == ("warmup",)
+        assert stages[method].settings["seed"] == 3
+        assert stages[method].settings["dev_limit"] == 7  # common reaches every training stage
+        assert stages[method].settings["dev_data"].endswith("dev.json")
+        evaluation = stages[f"eval_{method}"]
+        assert evaluation.settings["model"].endswith(f"{method}/best")  # best DEV checkpoint
+        assert evaluation.settings["dataset"].endswith("test.json")
+        assert evaluation.settings["k"] == config.k
+        assert set(evaluation.needs) == {method, "reward_model"}
+    assert stages["reft"].settings["lr"] == 0.5
+    assert "lr=0.5" in stages["reft"].argv
+    assert stages["reft"].argv[0] == "train"
+    assert stages["offline_self_training"].settings["mode"] == "offline"
+    assert stages["online_self_training"].settings["mode"] == "online"
+    assert stages["reward_model"].settings["sample_model"].endswith("sft/best")
+    assert "k" not in stages["eval_warmup"].settings
+    for stage in stages.values():  # no stage ever trains on or selects with the test split
+        if stage.trains:
+            used = {Path(stage.settings["train_data"]).name, Path(stage.settings["dev_data"]).name}
+            assert used == {"train.json", "dev.json"}
+
+
+def test_every_stage_command_parses_as_its_reft_command(tmp_path):
+    """The recipe's sections are valid settings of the commands they are handed to."""
+    from reft.cli import build_parser
+    from reft.config import config_from_args
+
+    config = demo_config(quick=False)
+    for stage in plan_stages(config, 0, tmp_path / "seed_0", tmp_path / "data"):
+        args = build_parser().parse_args(stage.argv)
+        schema = {"sft": "SFTConfig", "train": "PPOConfig", "self-train": "SelfTrainConfig",
+                  "rm": "RewardModelConfig", "eval": "EvalConfig"}[stage.argv[0]]  # fmt: skip
+        module = "reft.evaluate.config" if schema == "EvalConfig" else "reft.train.config"
+        resolved = config_from_args(getattr(__import__(module, fromlist=[schema]), schema), args)
+        assert resolved.out_dir == str(stage.out_dir)
+
+
+def _synth_stage(tmp_path: Path, name: str, needs: tuple[str, ...] = (), n: str = "3") -> Stage:
+    out = tmp_path / name
+    return Stage(name, ["data", "synth", "--n", n, "--split", "dev", "--out", str(out / "d.json")],
+                 out, needs, trains=False)  # fmt: skip
+
+
+def test_runner_respects_dependencies_and_skips_finished_stages(tmp_path, capsys):
+    stages = [_synth_stage(tmp_path, "b", ("a",)), _synth_stage(tmp_path, "a")]
+    records = StageRunner(stages, tmp_path / "logs", workers=2).run()
+    assert records["b"].started >= records["a"].started + records["a"].seconds - 1e-6
+    assert all(done_marker(stage).exists() for stage in stages)
+    assert json.loads((tmp_path / "a" / "d.json").read_text())[0]["item_id"]
+    (tmp_path / "a" / "d.json").unlink()
+    StageRunner(stages, tmp_path / "logs", workers=2).run()  # both done: nothing runs again
+    assert not (tmp_path / "a" / "d.json").exists()
+
+
+def test_runner_reports_a_failing_stage_with_its_log(tmp_path):
+    stages = [
+        _synth_stage(tmp_path, "bad", n="not-a-number"),
+        _synth_stage(tmp_path, "after", ("bad",)),
+    ]
+    with pytest.raises(StageFailed, match=r"stage bad failed \(exit 2\)") as error:
+        StageRunner(stages, tmp_path / "logs", workers=1).run()
+    assert "invalid int value" in str(error.value)  # the end of the stage's own log
+    assert not done_marker(stages[0]).exists() and not (tmp_path / "after").exists()
+
+
+def test_aggregate_mean_and_sample_std():
+    per_seed = {0: {"sft": {"top1": 0.2}}, 1: {"sft": {"top1": 0.4}}, 2: {"sft": {"top1": 0.6}}}
+    means, stds = aggregate(per_seed)
+    assert means["sft"]["top1"] == pytest.approx(0.4)
+    assert stds["sft"]["top1"] == pytest.approx(0.2)  # sqrt(((-.2)^2 + 0 + .2^2) / 2)
+
+
+def test_results_table_rows_and_columns():
+    row = {"top1": 0.5, "voting": 0.55, "rerank": 0.6}
+    zero = {"top1": 0.0, "voting": 0.0, "rerank": 0.0}
+    results = {
+        "k": 8, "seeds": [0, 1],
+        "methods": {"warmup": {"top1": 0.1}, **{m: row for m in METHODS}},
+        "std": {"warmup": {"top1": 0.01}, **{m: zero for m in METHODS}},
+        "budget_seconds": {m: 60.0 for m in ("warmup", *METHODS)},
+    }  # fmt: skip
+    table = results_table(results).splitlines()
+    assert table[0].startswith("| Method | Top-1 | Voting@8 | Rerank@8 |")
+    assert table[2] == "| SFT warm-up | 10.0 ± 1.0 | – | – | 60 |"
+    assert table[4] == "| ReFT | 50.0 ± 0.0 | 55.0 ± 0.0 | 60.0 ± 0.0 | 60 |"
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    """`reft demo --quick` runs every stage and writes the artefacts (not a test of the accuracy gap)."""
+    out = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "reft", "demo", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "synth" and results["seed"] == 0
+    assert set(results["methods"]) == {"warmup", *METHODS}
+    for method in METHODS:
+        assert set(results["methods"][method]) == {"top1", "voting", "rerank"}
+    for row in results["methods"].values():
+        assert all(0.0 <= value <= 1.0 for value in row.values())
+    assert set(results["budget_seconds"]) == {"warmup", *METHODS}
+    assert results["config"]["quick"] is True
+    report = (out / "report.md").read_text()
+    assert "| ReFT |" in report and "Voting@2" in report
+    for figure in ("dev_accuracy.png", "accuracy.png", "reft_training.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({figure})" in report
+    assert "| ReFT |" in run.stdout  # the table is printed at the end
+    assert (out / "seed_0" / "commands.sh").read_text().count("reft ") == 11

@@ -20,7 +20,8 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,9 +170,49 @@ class Checkpointer:
 
 
 def save_hf_model(model: torch.nn.Module, tokenizer: Any, directory: str | Path) -> None:
-    """Save `model` (a Hugging Face PreTrainedModel) and `tokenizer` in the standard format."""
-    model.save_pretrained(directory, safe_serialization=True)
+    """Save `model` (a Hugging Face PreTrainedModel) and `tokenizer` in the standard format.
+
+    The result loads with `AutoModelForCausalLM.from_pretrained(directory)` alone, also for a model
+    read from a GGUF file (see `_without_gguf_record`).
+    """
+    with _without_gguf_record(model):
+        model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
+
+
+@contextmanager
+def _without_gguf_record(model: torch.nn.Module) -> Iterator[None]:
+    """Hide a GGUF quantizer record from `save_pretrained` while the model's weights are dense.
+
+    `from_pretrained(..., gguf_file=...)` without `GgufConfig(dequantize=True)` leaves a GGUF
+    quantizer on the model (and its config in `config.quantization_config`) even when every weight
+    was unpacked into a plain tensor; `save_pretrained` then refuses ("quantized with gguf and is not
+    serializable"), and a config.json carrying it would not load without the file. Weights still
+    packed in GGUF blocks cannot be written as a normal checkpoint: that is an error.
+    reft.models.load.load_causal_lm never attaches the record; this covers models loaded elsewhere.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if quantizer is None or getattr(method, "value", method) != "gguf":
+        yield
+        return
+    packed = [
+        name for name, module in model.named_modules() if type(module).__name__ == "GgufLinear"
+    ]
+    if packed:
+        raise ValueError(
+            f"{len(packed)} layers (e.g. {packed[0]}) still hold GGUF-packed weights; load the model "
+            "with reft.models.load.load_causal_lm, which unpacks them, to save a normal checkpoint"
+        )
+    config = model.config
+    record = config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    try:
+        yield
+    finally:
+        model.hf_quantizer = quantizer
+        if record is not None:
+            config.quantization_config = record
 
 
 def _step_of(path: Path) -> int:

@@ -1,4 +1,4 @@
-"""Load any Hugging Face causal LM and its tokenizer, by hub name or local directory.
+"""Load any Hugging Face causal LM and its tokenizer, by hub name, local directory or GGUF file.
 
 Models go through `AutoModelForCausalLM` / `AutoTokenizer`, so the Llama, Qwen2, GPT-2, ... families
 and reft's tiny presets (reft.models.presets) load the same way. Tokenizers pad on the left, as
@@ -6,11 +6,18 @@ generation needs. A tokenizer without a pad token gets its EOS token as pad: ref
 mask or a response end from pad ids (training labels are built explicitly in reft.data.tokenize, and
 response masks from the first generated EOS in reft.generation), so pad == eos is safe.
 
-`gguf_file` is passed through to `from_pretrained` for quantised single-file checkpoints.
+GGUF (llama.cpp's single-file format, often quantised): a source ending in `.gguf` (`DIR/model.gguf`,
+or `ORG/REPO/model.gguf` on the hub) is split into the directory or repository and the file name, or
+the file is named with `gguf_file=`. transformers reads the config and tokenizer from the file's
+metadata; reft always has the weights unpacked into dense tensors of `dtype` (`GgufConfig(dequantize=
+True)`), so the model trains, and saves as a normal checkpoint, like any other. Needs the `gguf`
+package (`pip install 'reft[gguf]'`).
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +34,9 @@ DTYPES = {
     "fp16": torch.float16,
 }
 """Accepted dtype names."""
+
+GGUF_SUFFIX = ".gguf"
+"""File extension of GGUF checkpoints; a model source ending in it names a GGUF file."""
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -60,17 +70,51 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def split_gguf_source(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(directory or hub repository, GGUF file name or None), as `from_pretrained` takes them.
+
+    `DIR/model.gguf` -> (`DIR`, `model.gguf`); `ORG/REPO/model.gguf` -> (`ORG/REPO`, `model.gguf`); a
+    source not ending in `.gguf`, or one given together with `gguf_file`, is returned unchanged.
+    """
+    if gguf_file is not None or not name_or_path.endswith(GGUF_SUFFIX):
+        return name_or_path, gguf_file
+    path = PurePosixPath(name_or_path)
+    return str(path.parent), path.name
+
+
+def _require_gguf_reader(gguf_file: str | None) -> None:
+    if gguf_file is not None and importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"loading {gguf_file!r} needs the gguf package: pip install 'reft[gguf]'")
+
+
+def _unpacking_gguf_options() -> dict[str, Any]:
+    """`from_pretrained` options that unpack every GGUF weight into a dense tensor.
+
+    Without them, transformers keeps the weights in GGUF blocks whenever a matmul kernel is installed
+    (transformers/quantizers/quantizer_gguf.py): such layers neither train nor serialise. Releases
+    without `GgufConfig` always unpacked.
+    """
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
 def load_tokenizer(
     name_or_path: str, *, gguf_file: str | None = None, **kwargs: Any
 ) -> PreTrainedTokenizerBase:
     """The tokenizer of `name_or_path`, padding on the left, with a pad token (its EOS if it had none).
 
-    Raises ValueError if the tokenizer has neither a pad nor an EOS token. Extra keyword arguments go to
+    A GGUF source (see `split_gguf_source`) loads the tokenizer stored in the file. Raises ValueError
+    if the tokenizer has neither a pad nor an EOS token. Extra keyword arguments go to
     `AutoTokenizer.from_pretrained`.
     """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, **kwargs)
+    source, gguf_file = split_gguf_source(name_or_path, gguf_file)
+    _require_gguf_reader(gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file, **kwargs)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -89,13 +133,19 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     """A causal LM from `name_or_path` with weights in `dtype`, on `device`, in eval mode.
 
-    Attention defaults to PyTorch's sdpa (override with attn_implementation=...). Extra keyword
-    arguments go to `AutoModelForCausalLM.from_pretrained`.
+    A GGUF source (see `split_gguf_source`) is unpacked into dense weights and keeps no quantizer, so
+    it trains and `save_pretrained` writes a plain checkpoint. Attention defaults to PyTorch's sdpa
+    (override with attn_implementation=...). Extra keyword arguments go to
+    `AutoModelForCausalLM.from_pretrained`.
     """
     from transformers import AutoModelForCausalLM
 
+    source, gguf_file = split_gguf_source(name_or_path, gguf_file)
+    _require_gguf_reader(gguf_file)
     kwargs.setdefault("attn_implementation", "sdpa")
+    if gguf_file is not None:
+        kwargs = {**_unpacking_gguf_options(), **kwargs}
     model = AutoModelForCausalLM.from_pretrained(
-        name_or_path, dtype=resolve_dtype(dtype), gguf_file=gguf_file, **kwargs
+        source, dtype=resolve_dtype(dtype), gguf_file=gguf_file, **kwargs
     )
     return model.to(resolve_device(device)).eval()

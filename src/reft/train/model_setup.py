@@ -1,4 +1,5 @@
-"""Load the model a trainer starts from: a checkpoint being resumed, a HF model, or a tiny preset."""
+"""Load the model a trainer starts from: a checkpoint being resumed, a HF model (hub name, local
+directory or GGUF file, see reft.models.load), or a tiny preset."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ PRESET_PREFIX = "preset:"
 
 
 def load_training_model(run: TrainingRun, examples: list[Example]) -> tuple[torch.nn.Module, Any]:
-    """(model, tokenizer) to train: resumed weights, `config.model`, or a fresh preset.
+    """(model, tokenizer) to train: resumed weights, `config.model` (any source `load_causal_lm`
+    takes, a `.gguf` file included: its weights come unpacked), or a fresh preset.
 
     A `preset:NAME` model gets a tokenizer trained on the prompts and gold solutions of `examples`;
     the initial checkpoint is written to `out_dir/init` by the main process (others wait for it).

@@ -7,7 +7,6 @@ reft data stats --dataset FILE|synth:SPLIT[:N] [--tokenizer PATH] [--cot nl|pyth
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 

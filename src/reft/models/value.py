@@ -22,8 +22,12 @@ What we do:
   of the same size with its own trunk, initialised from the policy's weights) implement one
   interface, `ActorCritic`; the trainer picks one ONCE from `VALUE_MODELS`.
 - `ActorCritic.train()` keeps every network in eval mode, so dropout is off in the mode used for
-  updates, as the reference's `model.eval()`. Caveat: Hugging Face gradient checkpointing only acts
-  in training mode, so it is inactive inside an `ActorCritic`.
+  updates, as the reference's `model.eval()`. Hugging Face gradient checkpointing only acts in
+  training mode, so during a forward the checkpointed decoder layers alone get their own flag set
+  (`_checkpointing_on`); their children, which hold the dropout, stay in eval mode.
+- The reference is either a frozen copy (`FrozenReference`, the paper's; it may live on another
+  device or in a lower precision) or, with LoRA, the policy with its adapters disabled
+  (`AdapterDisabledReference`, no second copy). Both give `logprobs(input_ids, mask, T)`.
 - position_ids = cumsum(attention_mask) - 1 (clamped at 0), so a left-padded batch gives the same
   log-probs and values as each sequence alone. Deviation from the reference's main branch (an
   unmerged WIP commit there, f0e24cb, adds the same for GPT-2-style models).
@@ -50,6 +54,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from reft.algos.logprobs import entropy_from_logits, logprobs_from_logits
 
@@ -170,6 +175,28 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+@contextmanager
+def _checkpointing_on(model: nn.Module) -> Iterator[None]:
+    """Set `training` on the gradient-checkpointed layers of `model` only, for one forward.
+
+    transformers checkpoints a `GradientCheckpointingLayer` only when its own `training` flag is set
+    (and grad is enabled); dropout lives in its children (attention, MLP), which keep their mode.
+    """
+    layers = [
+        module
+        for module in model.modules()
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing
+    ]
+    modes = [(layer, layer.training) for layer in layers]
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer, training in modes:
+            layer.training = training
+
+
 def reference_logprobs(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -194,6 +221,45 @@ def reference_logprobs(
             model, input_ids, attention_mask, response_length, output_hidden_states=False
         )
         return logprobs_from_logits(logits, input_ids[:, -response_length:])
+
+
+class FrozenReference:
+    """The paper's reference: a separate frozen model (the warm-up), on any device and dtype.
+
+    Inputs are moved to the reference's device and the log-probs back to the inputs' device, so a
+    reference kept on the CPU (`ref_device=cpu`) next to a GPU policy works unchanged.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model.requires_grad_(False).eval()
+
+    def logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+    ) -> torch.Tensor:
+        """(B, T) float32 log-probs of the response tokens (see `reference_logprobs`)."""
+        device = next(self.model.parameters()).device
+        logprobs = reference_logprobs(
+            self.model, input_ids.to(device), attention_mask.to(device), response_length
+        )
+        return logprobs.to(input_ids.device)
+
+
+class AdapterDisabledReference:
+    """With LoRA: the reference IS the policy with its adapters switched off (peft's
+    `disable_adapter()`), so no second copy of the weights is kept. Exact because LoRA freezes the
+    base weights: they are the warm-up's for the whole run."""
+
+    def __init__(self, peft_model) -> None:
+        self.peft_model = peft_model
+
+    def logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+    ) -> torch.Tensor:
+        """(B, T) float32 log-probs of the response tokens under the base weights."""
+        with self.peft_model.disable_adapter():
+            return reference_logprobs(
+                self.peft_model.get_base_model(), input_ids, attention_mask, response_length
+            )
 
 
 def _hidden_size(model: PreTrainedModel) -> int:
@@ -262,9 +328,10 @@ class ActorCritic(nn.Module, ABC):
             `PolicyValueOutput` of (B, T) tensors; logits at position P-1+t give the log-prob of
             response token t, and V(s_t) comes from the hidden state at the same position.
         """
-        logits, states = self._response_logits_and_states(
-            input_ids, attention_mask, response_length
-        )
+        with _checkpointing_on(self):
+            logits, states = self._response_logits_and_states(
+                input_ids, attention_mask, response_length
+            )
         logprobs = logprobs_from_logits(logits, input_ids[:, -response_length:])
         values = self.value_head(states).float()
         entropy = None

@@ -55,7 +55,21 @@ class TrainConfig:
     dtype: str = "float32"
     """Weights dtype: float32, bfloat16, float16 or auto."""
     mixed_precision: MixedPrecision = MixedPrecision.no
-    """Autocast on GPU: no, bf16 or fp16."""
+    """Autocast in training forwards: no, bf16 or fp16 (fp16 needs a GPU; weights stay in `dtype`)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass (less memory, ~30% slower)."""
+    lora: bool = False
+    """Train LoRA adapters (peft extra) instead of the full policy; checkpoints hold the merged
+    weights (a plain Hugging Face model) plus the adapter in lora/ for resuming."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: float = 32.0
+    """LoRA scaling numerator: the update is (lora_alpha / lora_r) x B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input (PPO forwards run in eval mode, where it is off)."""
+    lora_target_modules: str = "all-linear"
+    """Modules that get adapters: all-linear (every linear layer but the LM head) or a regular
+    expression matched against full module names (peft's string form of target_modules)."""
     lr: float = 1e-4
     """Peak learning rate (AdamW)."""
     schedule: Schedule = Schedule.linear
@@ -79,6 +93,9 @@ class TrainConfig:
     reference's warm-up is epoch 2 of its 40-epoch SFT run); 0: run to the end."""
     max_seconds: float = 0.0
     """Stop (after a final evaluation and checkpoint) once this much wall-clock time has passed (0: off)."""
+    patience: int = 0
+    """Early stopping: end the run once the dev metric has not improved for this many evaluations
+    in a row (0: off). The best checkpoint is still best/."""
     eval_every: int = 0
     """Evaluate on dev every this many optimizer steps (0: once per epoch); also at the end."""
     eval_max_new_tokens: int = 256
@@ -105,6 +122,8 @@ class TrainConfig:
             raise ValueError("set epochs > 0 or max_steps > 0")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError("need lora_r >= 1, lora_alpha > 0 and lora_dropout in [0, 1)")
 
 
 @dataclass
@@ -152,6 +171,17 @@ class Whitening(str, Enum):
     """No whitening."""
 
 
+class RolloutBackendKind(str, Enum):
+    """What samples the PPO rollouts (reft.rollout_backends)."""
+
+    reft = "reft"
+    """reft's own KV-cache decode loop on the training model (default)."""
+    hf = "hf"
+    """transformers' `model.generate` on the training model."""
+    vllm = "vllm"
+    """A vLLM engine beside the trainer (vllm extra, CUDA only); weights synced after every update."""
+
+
 class LossAggregation(str, Enum):
     """How per-token PPO losses become one number."""
 
@@ -174,7 +204,12 @@ class PPOConfig(TrainConfig):
     model: str = "runs/warmup/best"
     """The SFT warm-up checkpoint the policy starts from."""
     ref_model: str | None = None
-    """The frozen reference model (null: a copy of `model`, as the paper)."""
+    """The frozen reference model (null: a copy of `model`, as the paper). With lora=true the
+    reference is the policy with its adapters disabled, and ref_model must stay null."""
+    ref_device: str = "same"
+    """Where the reference model lives: same (the training device), cpu, or a device name."""
+    ref_dtype: str | None = None
+    """Weights dtype of the reference model (null: `dtype`), e.g. bfloat16 to halve its memory."""
     out_dir: str = "runs/reft"
     """Directory for checkpoints, metrics.jsonl and the resolved config.yaml."""
     lr: float = 3e-5
@@ -221,6 +256,10 @@ class PPOConfig(TrainConfig):
     """Longest rollout response (reference: 700 for GSM8K-size problems)."""
     rollout_batch_size: int = 64
     """Sequences decoded together during rollouts."""
+    rollout_backend: RolloutBackendKind = RolloutBackendKind.reft
+    """Rollout sampler: reft (own decode loop), hf (model.generate) or vllm (vllm extra, GPU)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """rollout_backend=vllm: fraction of the GPU memory the vLLM engine may take (weights + KV cache)."""
     timeout_s: float = 10.0
     """Per-program time limit when grading P-CoT rollouts."""
     epochs: float = 10.0
@@ -244,6 +283,13 @@ class PPOConfig(TrainConfig):
             raise ValueError(
                 "need kl_coef >= 0, vf_coef >= 0, ppo_epochs >= 1, samples_per_prompt >= 1"
             )
+        if self.lora and self.ref_model is not None:
+            raise ValueError(
+                "with lora=true the reference is the policy with its adapters disabled: "
+                "leave ref_model null"
+            )
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ValueError("vllm_gpu_memory_utilization must be in (0, 1]")
 
 
 class SelfTrainMode(str, Enum):

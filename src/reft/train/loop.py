@@ -4,6 +4,12 @@ A trainer (SFT, ReFT, online self-training) builds its model and data, then hand
 a `step_fn(step) -> metrics` that performs ONE optimizer step. Everything around that step lives here,
 once: progress bar, metrics file, dev evaluation cadence, best-by-dev selection, atomic checkpoints
 with optimizer / scheduler / RNG state, resume, the wall-clock budget, and process-0-only file writes.
+
+Scaling out: the same code runs as one process or under `torchrun` / `accelerate launch` (docs/scaling.md).
+`batch_size` is global, `micro_batch_size` per device; trainers shard each global batch by process;
+only the main process writes files or logs at INFO. `prepare` also applies the memory options every
+trainer shares: LoRA adapters on the policy (saved merged, adapter kept for resume) and gradient
+checkpointing (reft.models.lora).
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from reft.checkpoint import (
@@ -29,6 +37,13 @@ from reft.checkpoint import (
 )
 from reft.config import config_to_dict, save_config
 from reft.metrics import MetricsLogger
+from reft.models.lora import (
+    LoraAdapterFiles,
+    MergedExport,
+    attach_lora,
+    enable_gradient_checkpointing,
+    merged_state_dict,
+)
 from reft.train.config import TrainConfig
 from reft.train.optim import build_optimizer, build_scheduler
 
@@ -58,6 +73,8 @@ class RunState:
     best_metric: float = -math.inf
     best_step: int = -1
     best_metric_name: str = DEV_METRIC
+    evals_since_best: int = 0
+    """Dev evaluations since the dev metric last improved (early stopping with `patience`)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Trainer-specific state (e.g. a value head's weights)."""
 
@@ -80,10 +97,13 @@ class TrainingRun:
         self.stage = stage
         self.dev_metric = dev_metric
         self.out_dir = Path(config.out_dir)
+        _forget_other_precision(config.mixed_precision.value)
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision.value
         )
         self.is_main = self.accelerator.is_main_process
+        if not self.is_main:  # one copy of every INFO line, from the main process
+            logging.getLogger("reft").setLevel(logging.WARNING)
         self.checkpointer = Checkpointer(self.out_dir, keep_last=config.keep_last)
         self.state = RunState()
         self.resume_from: Checkpoint | None = self._find_resume_checkpoint()
@@ -102,6 +122,8 @@ class TrainingRun:
         self.policy: torch.nn.Module | None = None
         """The plain Hugging Face policy inside it (generation, evaluation, saving)."""
         self.companion: Companion | None = None
+        self.lora: Any = None
+        """The peft wrapper of `policy` when config.lora (its forward is `policy`'s own)."""
         self.tokenizer: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
@@ -127,8 +149,17 @@ class TrainingRun:
         return per_process // self.config.micro_batch_size
 
     def model_source(self) -> str:
-        """Where the weights come from: the checkpoint being resumed, else config.model."""
-        return str(self.resume_from.path) if self.resume_from else self.config.model
+        """Where the weights come from: the checkpoint being resumed, else config.model.
+
+        With LoRA the base weights never change: a resumed run reloads the base it started from
+        (a preset's saved init) and `prepare` puts the checkpoint's adapter back on it.
+        """
+        if self.resume_from is None:
+            return self.config.model
+        if self.config.lora:
+            preset = self.config.model.startswith("preset:")
+            return str(self.out_dir / "init") if preset else self.config.model
+        return str(self.resume_from.path)
 
     def prepare(
         self,
@@ -148,11 +179,22 @@ class TrainingRun:
             with save_pretrained and evaluated (default: trainable). companion: saves/loads the rest
             of `trainable` beside the policy's files (e.g. the value head). total_steps: steps of
             the loop; optimizer_steps: updates the schedule spans (default: total_steps).
+
+        With config.lora, adapters are injected into `policy` in place (its base weights frozen); with
+        config.gradient_checkpointing, every Hugging Face model in `trainable` checkpoints its layers.
         """
         self.tokenizer = tokenizer
         self.policy = policy if policy is not None else trainable
-        self.companion = companion
+        companions = [companion] if companion is not None else []
+        if self.config.lora:
+            self.lora = attach_lora(self.policy, self.config)
+            companions.append(LoraAdapterFiles(self.lora))
+        if self.config.gradient_checkpointing:
+            enable_gradient_checkpointing(trainable)
+        self.companion = _Companions(companions) if companions else None
+        companion = self.companion
         self.total_steps, self.steps_per_epoch = total_steps, max(1, steps_per_epoch)
+        self._configure_deepspeed()
         parameters = [p for p in trainable.parameters() if p.requires_grad]
         optimizer = build_optimizer(parameters, self.config)
         self.scheduler = build_scheduler(optimizer, self.config, optimizer_steps or total_steps)
@@ -163,12 +205,31 @@ class TrainingRun:
             self._restore(self.resume_from)
         return self.model
 
+    def _configure_deepspeed(self) -> None:
+        """Under DeepSpeed: tell it the per-device micro-batch (reft has no dataloader to infer it
+        from) and leave accumulation to reft (`micro_batch`)."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.config.micro_batch_size
+        plugin.deepspeed_config["gradient_accumulation_steps"] = 1
+
+    def micro_batch(self, last: bool) -> AbstractContextManager:
+        """Context of one micro-batch's forward and backward: gradients are synchronised across
+        processes only with the `last` micro-batch of a step (DDP `no_sync`; under DeepSpeed, whose
+        backward would otherwise take an optimizer step, the accumulation-boundary flag)."""
+        if self.accelerator.state.deepspeed_plugin is not None:
+            self.accelerator.gradient_state._set_sync_gradients(last)
+            return nullcontext()
+        return nullcontext() if last else self.accelerator.no_sync(self.model)
+
     def clip_and_step(self) -> float:
         """Clip gradients, take the optimizer and schedule step, zero gradients; returns the norm."""
         norm = 0.0
         if self.config.max_grad_norm > 0:
             parameters = self.model.parameters()
-            norm = float(self.accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm))
+            norm = self.accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm)
+            norm = float(norm) if norm is not None else math.nan  # DeepSpeed may not report it
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -206,10 +267,20 @@ class TrainingRun:
             if out_of_time:
                 logger.info("time budget of %.0f s reached at step %d", config.max_seconds, step)
                 break
+            if dev is not None and 0 < config.patience <= self.state.evals_since_best:
+                logger.info("dev %s plateaued: no improvement in %d evaluations; best step %d",
+                            self.dev_metric, config.patience, self.state.best_step)  # fmt: skip
+                break
         progress.close()
         self.metrics.close()
         if self.is_main:
             self.checkpointer.link_final()
+            latest = self.checkpointer.latest()
+            if latest is not None and not self.checkpointer.best_dir.exists():
+                # No dev evaluation ever improved (no dev set, or an undefined metric such as the
+                # AUC of a one-class dev set): best/ is the last checkpoint, so best/ always exists.
+                logger.warning("no dev improvement recorded: best/ is the final checkpoint")
+                self.checkpointer.mark_best(latest)
         return self.state
 
     def stop_step(self) -> int:
@@ -236,6 +307,9 @@ class TrainingRun:
         if improved:
             self.state.best_metric, self.state.best_step = dev[metric], self.state.step
             self.state.best_metric_name = metric
+            self.state.evals_since_best = 0
+        elif dev is not None:
+            self.state.evals_since_best += 1
         self.accelerator.wait_for_everyone()
         if self.is_main:
             meta = {"stage": self.stage, "epoch": self.state.step / self.steps_per_epoch,
@@ -243,7 +317,7 @@ class TrainingRun:
             save_extra = self.companion.save if self.companion is not None else None
             checkpoint = self.checkpointer.save(
                 self.state.step,
-                self.policy,
+                MergedExport(self.lora) if self.lora is not None else self.policy,
                 self.tokenizer,
                 self._trainer_state(),
                 meta,
@@ -252,6 +326,11 @@ class TrainingRun:
             if improved:
                 self.checkpointer.mark_best(checkpoint)
         self.accelerator.wait_for_everyone()
+
+    def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, tensor) pairs of the policy as a plain Hugging Face model (LoRA merged in)."""
+        state = merged_state_dict(self.lora) if self.lora is not None else self.policy.state_dict()
+        return iter(state.items())
 
     def _trainer_state(self) -> dict[str, Any]:
         return {
@@ -284,6 +363,30 @@ class TrainingRun:
                 "resume=true but %s has no checkpoint: starting from scratch", self.out_dir
             )
         return latest
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Let a later run in the same process (a test, a notebook: SFT then ReFT) choose another
+    mixed precision: accelerate keeps one process-wide state and refuses a change otherwise. The
+    process group (accelerate's PartialState) is kept."""
+    previous = AcceleratorState._shared_state.get("_mixed_precision")
+    if previous is not None and previous != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+class _Companions:
+    """Several companions saved and restored together, in order."""
+
+    def __init__(self, companions: list[Companion]) -> None:
+        self.companions = companions
+
+    def save(self, directory: str | Path) -> None:
+        for companion in self.companions:
+            companion.save(directory)
+
+    def load(self, directory: str | Path) -> None:
+        for companion in self.companions:
+            companion.load(directory)
 
 
 _SHOWN = ("loss", "lr", "tokens_per_s", "reward", "accuracy", "kl")

@@ -6,13 +6,19 @@ One training step = steps 1-7 in `rollout.collect_experience` (sample, score, fo
 GAE, whitening), then step 8 here: `ppo_epochs` passes of mini-batch updates with the clipped policy
 surrogate and the clipped value loss, dropout off (the value model keeps every network in eval mode).
 Deviations from the reference code are listed in docs/implementation_details.md.
+
+Across processes (docs/scaling.md): each process rolls out its shard of the step's prompts; whitening
+is global by default; a mini-batch is `mini_batch_size / processes` rows of every process, and the
+loss weights are normalised by the GLOBAL mini-batch (sequences, or tokens for token_mean), so N
+processes take the step one process would on the same mini-batch. With one mini-batch per PPO epoch
+the partition is the same for any process count (tests/test_distributed.py checks it); with several,
+each process draws its own rows, a different but equally random partition.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 
 import torch
 
@@ -28,13 +34,20 @@ from reft.algos import (
 from reft.evaluate.dev import make_dev_evaluator
 from reft.grader import Grader
 from reft.models.load import load_causal_lm
-from reft.models.value import VALUE_MODELS, ActorCritic
+from reft.models.value import VALUE_MODELS, ActorCritic, AdapterDisabledReference, FrozenReference
+from reft.rollout_backends import RolloutBackend
 from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import LossAggregation, PPOConfig
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
-from reft.train.rollout import Experience, collect_experience, rollout_seed
+from reft.train.rollout import (
+    Experience,
+    ReferenceModel,
+    collect_experience,
+    make_rollout_backend,
+    rollout_seed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +87,25 @@ class PPOUpdate:
             for i in range(0, len(rows), config.micro_batch_size)
         ]
         mask = experience.response_mask
-        mini_size = float(mask[rows].sum()) if self.by_tokens else float(len(rows))
+        mini_size = self._global_mini_size(mask, rows) / run.num_processes
         stats: dict[str, float] = {}
         for index, chunk in enumerate(micro):
-            # Weight each micro-batch by its share so the sum equals the mini-batch's aggregate.
+            # Weight each micro-batch by its share of the GLOBAL mini-batch (x processes, since the
+            # gradient all-reduce averages), so the sum is the mini-batch's aggregate.
             weight = (float(mask[chunk].sum()) if self.by_tokens else float(len(chunk))) / mini_size
-            with run.accelerator.no_sync(run.model) if index < len(micro) - 1 else nullcontext():
+            with run.micro_batch(last=index == len(micro) - 1):
                 chunk_stats = self._loss_and_backward(experience, chunk, weight)
             for key, value in chunk_stats.items():
                 stats[key] = stats.get(key, 0.0) + value * weight
         stats["grad_norm"] = run.clip_and_step()
         return stats
+
+    def _global_mini_size(self, mask: torch.Tensor, rows: torch.Tensor) -> float:
+        """Sequences (or response tokens, for token_mean) in the mini-batch, over all processes."""
+        if not self.by_tokens:
+            return float(len(rows) * self.run.num_processes)
+        tokens = mask[rows].sum().to(device=self.run.device, dtype=torch.float64)
+        return float(self.run.accelerator.reduce(tokens, "sum"))
 
     def _loss_and_backward(
         self, experience: Experience, rows: torch.Tensor, weight: float
@@ -120,10 +141,10 @@ class PPOUpdate:
 class PPOStep:
     """One ReFT step: collect experience for the step's prompts (steps 1-7), then update (step 8)."""
 
-    def __init__(self, run: TrainingRun, config: PPOConfig, examples: list, reference: torch.nn.Module,
-                 grader: Grader) -> None:  # fmt: skip
+    def __init__(self, run: TrainingRun, config: PPOConfig, examples: list, reference: ReferenceModel,
+                 backend: RolloutBackend, grader: Grader) -> None:  # fmt: skip
         self.run, self.config, self.examples = run, config, examples
-        self.reference, self.grader = reference, grader
+        self.reference, self.backend, self.grader = reference, backend, grader
         self.update = PPOUpdate(run, config)
 
     def __call__(self, step: int) -> dict[str, float]:
@@ -137,16 +158,21 @@ class PPOStep:
         actor_critic: ActorCritic = run.accelerator.unwrap_model(run.model)
         seed = rollout_seed(config.seed, step, run.num_processes, run.accelerator.process_index)
         experience = collect_experience(
-            local, actor_critic=actor_critic, reference=self.reference, tokenizer=run.tokenizer,
-            grader=self.grader, config=config, seed=seed,
+            local, actor_critic=actor_critic, reference=self.reference, backend=self.backend,
+            tokenizer=run.tokenizer, grader=self.grader, config=config, seed=seed,
+            autocast=run.accelerator.autocast,
         )  # fmt: skip
         update_started = time.perf_counter()
         losses = self.update(experience, step)
-        timings = {**experience.timings, "update": time.perf_counter() - update_started}
+        sync_started = time.perf_counter()
+        self.backend.sync_weights(run.policy_weights)  # a no-op unless the backend holds a copy
+        timings = {**experience.timings, "update": sync_started - update_started,
+                   "sync": time.perf_counter() - sync_started}  # fmt: skip
         metrics = self._rollout_metrics(experience) | losses
         metrics |= {f"time_{key}": value for key, value in timings.items()}
         metrics = self._mean_over_processes(metrics)
-        tokens = experience.response_mask.sum().item() * run.num_processes
+        metrics["explained_variance"] = self._explained_variance(experience)
+        tokens = self._sum_over_processes(experience.response_mask.sum())
         metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
         return metrics
 
@@ -157,12 +183,30 @@ class PPOStep:
             "accuracy": experience.correct.float().mean().item(),
             "kl": experience.kl.sum(dim=1).mean().item(),
             "response_length": mask.sum(dim=1).float().mean().item(),
-            "explained_variance": explained_variance(
-                experience.values, experience.returns, mask
-            ).item(),
         }
 
+    def _explained_variance(self, experience: Experience) -> float:
+        """1 - Var[returns - values] / Var[returns] over the response tokens of ALL processes."""
+        if self.run.num_processes == 1:
+            mask = experience.response_mask
+            return explained_variance(experience.values, experience.returns, mask).item()
+        mask = experience.response_mask.bool()
+        returns = experience.returns[mask].double()
+        residual = returns - experience.values[mask].double()
+        sums = torch.stack([mask.sum().double(), returns.sum(), returns.square().sum(),
+                            residual.sum(), residual.square().sum()])  # fmt: skip
+        count, r, r2, e, e2 = self.run.accelerator.reduce(sums.to(self.run.device), "sum").tolist()
+        var_returns = r2 / count - (r / count) ** 2
+        var_residual = e2 / count - (e / count) ** 2
+        return 1.0 - var_residual / var_returns if var_returns > 0 else float("nan")
+
+    def _sum_over_processes(self, value: torch.Tensor) -> float:
+        value = value.to(device=self.run.device, dtype=torch.float64)
+        return float(self.run.accelerator.reduce(value, "sum"))
+
     def _mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Per-process means averaged: exact for per-sequence metrics (every process holds the same
+        number of sequences), a mean of per-process token means for the per-token diagnostics."""
         if self.run.num_processes == 1:
             return metrics
         keys = sorted(metrics)
@@ -179,10 +223,8 @@ def run_ppo(config: PPOConfig) -> RunState:
     examples, dev_examples = load_train_and_dev(config)
     policy, tokenizer = load_training_model(run, examples)
     actor_critic = VALUE_MODELS[config.value_model.value](policy, config.seed)
-    reference = load_causal_lm(
-        config.ref_model or config.model, dtype=config.dtype, device=str(run.device)
-    )
-    reference.requires_grad_(False).eval()
+    # Loaded before `prepare` restores a resumed run's RNG state, so loading cannot move it.
+    frozen = None if config.lora else frozen_reference(run, config)
     steps_per_epoch, total = step_counts(len(examples), config, "training questions")
     updates_per_step = (
         config.ppo_epochs * config.batch_size * config.samples_per_prompt // config.mini_batch_size
@@ -191,9 +233,24 @@ def run_ppo(config: PPOConfig) -> RunState:
         actor_critic, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch,
         policy=actor_critic.policy, companion=actor_critic, optimizer_steps=total * updates_per_step,
     )  # fmt: skip
+    reference = frozen if frozen is not None else AdapterDisabledReference(run.lora)
+    backend = make_rollout_backend(
+        config, actor_critic.policy, run.model_source(), run.accelerator.process_index,
+        run.num_processes, run.device,
+    )  # fmt: skip
+    backend.sync_weights(run.policy_weights)
     grader = Grader(examples[0].answer_kind, config.cot, strict=True,
                     partial_reward=config.partial_reward, timeout_s=config.timeout_s)  # fmt: skip
+    step = PPOStep(run, config, examples, reference, backend, grader)
     with grader:
-        return run.train(
-            PPOStep(run, config, examples, reference, grader), make_dev_evaluator(run, dev_examples)
-        )
+        return run.train(step, make_dev_evaluator(run, dev_examples))
+
+
+def frozen_reference(run: TrainingRun, config: PPOConfig) -> FrozenReference:
+    """The paper's KL reference: a frozen copy of the warm-up on `ref_device` in `ref_dtype`.
+    (With LoRA the reference is the policy with its adapters disabled instead.)"""
+    device = str(run.device) if config.ref_device == "same" else config.ref_device
+    model = load_causal_lm(
+        config.ref_model or config.model, dtype=config.ref_dtype or config.dtype, device=device
+    )
+    return FrozenReference(model)

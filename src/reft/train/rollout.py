@@ -15,7 +15,10 @@ wires them and keeps the result in one `Experience`. Sources per detail: docs/im
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -24,9 +27,20 @@ from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.data.tokenize import encode_prompt
 from reft.generation import GeneratedBatch, SamplingConfig, generate_ids
+from reft.generation_config import GenerationEngine
 from reft.grader import Grader
-from reft.models.value import ActorCritic, reference_logprobs
-from reft.train.config import PPOConfig
+from reft.models.load import resolve_dtype
+from reft.models.value import ActorCritic
+from reft.rollout_backends import LocalBackend, RolloutBackend, VLLMBackend
+from reft.train.config import PPOConfig, RolloutBackendKind
+
+
+class ReferenceModel(Protocol):
+    """The KL reference (reft.models.value: FrozenReference or AdapterDisabledReference)."""
+
+    def logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+    ) -> torch.Tensor: ...
 
 
 @dataclass
@@ -72,23 +86,45 @@ def sampling_config(config: PPOConfig) -> SamplingConfig:
     )  # fmt: skip
 
 
+def make_rollout_backend(
+    config: PPOConfig, policy: torch.nn.Module, model_path: str, process_index: int,
+    num_processes: int, device: torch.device,
+) -> RolloutBackend:  # fmt: skip
+    """The backend `config.rollout_backend` names; a vLLM engine starts from `model_path`."""
+    if config.rollout_backend is RolloutBackendKind.vllm:
+        return VLLMBackend.launch(
+            model_path, dtype=str(resolve_dtype(config.dtype)).removeprefix("torch."),
+            gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            max_model_len=config.max_length + config.max_new_tokens,
+            num_processes=num_processes, process_index=process_index, device=device,
+        )  # fmt: skip
+    return LocalBackend(policy, GenerationEngine(config.rollout_backend.value))
+
+
 @torch.no_grad()
 def collect_experience(
     examples: list[Example],
     *,
     actor_critic: ActorCritic,
-    reference: torch.nn.Module,
+    reference: ReferenceModel,
+    backend: RolloutBackend,
     tokenizer,
     grader: Grader,
     config: PPOConfig,
     seed: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> Experience:
-    """Run steps 1-7 for this process's `examples` (its shard of the step's prompts)."""
+    """Run steps 1-7 for this process's `examples` (its shard of the step's prompts).
+
+    `autocast`: the context of the training forwards (mixed precision), so the rollout log-probs are
+    computed in the precision the PPO ratio will compare them with.
+    """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    generated = sample_responses(  # 1
-        actor_critic.policy, examples, tokenizer, sampling_config(config), config.cot, seed
-    )
+    generated = backend.generate(  # 1
+        encode_prompts(examples, tokenizer, config.cot), sampling_config(config),
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=seed,
+    )  # fmt: skip
     timings["rollout"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -99,8 +135,9 @@ def collect_experience(
     sequences = torch.cat([generated.prompt_ids, generated.response_ids], dim=1)  # 3
     attention_mask = torch.cat([generated.prompt_mask, generated.response_mask.long()], dim=1)
     length = generated.response_ids.shape[1]
-    rollout = actor_critic(sequences, attention_mask, length)
-    ref_logprobs = reference_logprobs(reference, sequences, attention_mask, length)
+    with autocast():
+        rollout = actor_critic(sequences, attention_mask, length)
+    ref_logprobs = reference.logprobs(sequences, attention_mask, length)
     timings["forward"] = time.perf_counter() - started
 
     mask = generated.response_mask
@@ -121,6 +158,11 @@ def rollout_seed(seed: int, step: int, num_processes: int, process_index: int) -
     return (seed * 1_000_003 + step) * num_processes + process_index
 
 
+def encode_prompts(examples: list[Example], tokenizer, cot: CotKind) -> list[list[int]]:
+    """The generation prompt of each example, as token ids."""
+    return [encode_prompt(tokenizer, render_generation_prompt(e.question, cot)) for e in examples]
+
+
 def sample_responses(
     policy: torch.nn.Module,
     examples: list[Example],
@@ -130,11 +172,8 @@ def sample_responses(
     seed: int,
 ) -> GeneratedBatch:
     """Sample `sampling.num_samples` responses per example, continuing its generation prompt."""
-    prompts = [
-        encode_prompt(tokenizer, render_generation_prompt(e.question, cot)) for e in examples
-    ]
     return generate_ids(
-        policy, prompts, sampling,
+        policy, encode_prompts(examples, tokenizer, cot), sampling,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, seed=seed,
     )  # fmt: skip
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
 from reft.train.config import RewardModelConfig
 
@@ -27,6 +28,6 @@ def run_train(args: argparse.Namespace) -> int:
     from reft.train.reward_model import run_reward_model  # torch loads only when training
 
     state = run_reward_model(config)
-    print(f"reward model {state.summary()}; checkpoints in {config.out_dir} "
+    report(f"reward model {state.summary()}; checkpoints in {config.out_dir} "
           f"(use: reft eval --rerank {config.out_dir}/best --k K)")  # fmt: skip
     return 0

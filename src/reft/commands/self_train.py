@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
 from reft.train.config import SelfTrainConfig
 
@@ -26,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
     from reft.train.self_train import run_self_train  # torch loads only when training
 
     state = run_self_train(config)
-    print(f"{config.mode.value} self-training {state.summary()}; checkpoints in {config.out_dir}")
+    report(f"{config.mode.value} self-training {state.summary()}; checkpoints in {config.out_dir}")
     return 0

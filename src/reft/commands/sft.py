@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
 from reft.train.config import SFTConfig
 
@@ -22,5 +23,5 @@ def run(args: argparse.Namespace) -> int:
     from reft.train.sft import run_sft  # torch and transformers load only when training
 
     state = run_sft(config)
-    print(f"sft {state.summary()}; checkpoints in {config.out_dir}")
+    report(f"sft {state.summary()}; checkpoints in {config.out_dir}")
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
 from reft.train.config import PPOConfig
 
@@ -24,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
     from reft.train.ppo import run_ppo  # torch and transformers load only when training
 
     state = run_ppo(config)
-    print(f"reft {state.summary()}; checkpoints in {config.out_dir}")
+    report(f"reft {state.summary()}; checkpoints in {config.out_dir}")
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +67,7 @@ def backward_micro_batches(
     totals: dict[str, float] = {"loss_sum": 0.0}
     run.model.train()
     for index, chunk in enumerate(chunks):
-        synced = sync and index == len(chunks) - 1
-        with nullcontext() if synced else run.accelerator.no_sync(run.model):
+        with run.micro_batch(last=sync and index == len(chunks) - 1):
             with run.accelerator.autocast():
                 loss, stats = loss_sum_fn(chunk)
             run.accelerator.backward(loss * scale)

@@ -58,17 +58,27 @@ def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def dev_curves(seed_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """(seconds since the start of the warm-up, dev accuracy) per method; methods that start from the
-    warm-up are shifted by its duration so every curve is on one wall-clock axis."""
+    """(seconds of compute since the warm-up started, dev accuracy) per method.
+
+    A stage's metrics are timed from its training loop's start; the stage's own set-up (loading,
+    offline sampling) comes before that. Each curve is shifted so its last point falls at the end of
+    the stage's own wall-clock time, plus the warm-up's for methods that start from it: time spent
+    waiting for a free worker is not counted, so the x axis is each method's budget.
+    """
     warmup_seconds = _stage_seconds(seed_dir, "warmup")
     curves = {}
     for method in ("warmup", *METHODS):
-        offset = 0.0 if method == "warmup" else warmup_seconds
-        curves[method] = [
-            (offset + record["time"], record["accuracy"])
+        dev = [
+            (record["time"], record["accuracy"])
             for record in _records(seed_dir / method / "metrics.jsonl")
             if record.get("split") == "dev" and "accuracy" in record
         ]
+        if not dev:
+            curves[method] = []
+            continue
+        start = 0.0 if method == "warmup" else warmup_seconds
+        offset = start + _stage_seconds(seed_dir, method) - dev[-1][0]
+        curves[method] = [(offset + time, accuracy) for time, accuracy in dev]
     return curves
 
 

@@ -169,7 +169,11 @@ class StageRunner:
                 parts.append(f"{key} {metrics['train'][key]:.3g}")
         if "accuracy" in metrics.get("dev", {}):
             parts.append(f"dev {metrics['dev']['accuracy']:.3f}")
-        parts.append(f"{_clock(elapsed)}" + (f" ETA {bar[3]}" if bar else ""))
+        eta = _seconds(bar[3]) if bar else None
+        budget = float(stage.settings.get("max_seconds") or 0)
+        if budget > 0:  # the stage stops at its time budget even if steps remain
+            eta = min(eta if eta is not None else budget, max(0.0, budget - elapsed))
+        parts.append(_clock(elapsed) + (f" ETA {_clock(eta)}" if eta is not None else ""))
         return "  ".join(parts)
 
     def _clear_live(self) -> None:
@@ -211,6 +215,17 @@ def _last_metrics(path: Path) -> dict[str, dict[str, float]]:
             continue  # a line being written
         last[record.get("split", "train")] = record
     return last
+
+
+def _seconds(clock: str) -> float | None:
+    """tqdm's "MM:SS" or "H:MM:SS" as seconds ("?" -> None)."""
+    try:
+        total = 0
+        for part in clock.split(":"):
+            total = total * 60 + int(part)
+    except ValueError:
+        return None
+    return float(total)
 
 
 def _clock(seconds: float) -> str:

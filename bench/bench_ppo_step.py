@@ -15,14 +15,17 @@ strict grading reward (`reft.grader.Grader`: 1 / 0.1 partial / 0). Random weight
 Contenders, each 32 completions x exactly 64 new tokens per step, one process, OMP_NUM_THREADS
 threads (2 by default), interleaved:
 - reft PPO: `PPOStep.__call__` as `reft train` runs it: 32 prompts x 1 sample, rollout with reft's
-  engine, scoring, policy+value and reference forwards, KL / GAE / whitening, then `ppo_epochs`
-  passes over one mini-batch of 32 (micro-batch 32, value head on the shared trunk, kl_coef 0.05);
-  ppo_epochs=2 (the paper's) and, for reference, 1. Exactly 64 tokens: the rollout gets an EOS id
-  outside the vocabulary (a proxy tokenizer), so no row ends early and every response mask is full.
+  engine, scoring, reference forward, then `ppo_epochs` passes over one mini-batch of 32 (micro-batch
+  32, value head on the shared trunk, kl_coef 0.05); one mini-batch of one micro-batch, so epoch 1's
+  forward also gives the old log-probs and values before KL / GAE / whitening (the fused first
+  forward, reft.train.ppo.fuses_first_forward). ppo_epochs=2 (the paper's) and, for reference, 1;
+  and ppo_epochs=2 "unfused": a separate no-grad policy+value forward before the updates, as reft
+  runs any other batch split. Exactly 64 tokens: the rollout gets an EOS id outside the vocabulary
+  (a proxy tokenizer), so no row ends early.
 - TRL GRPO: `GRPOTrainer.train` with 8 prompts x 4 generations = 32 completions per optimizer step
   (per_device_train_batch_size 32, num_generations 4, num_iterations 1: one update per rollout, so
   TRL skips its old-log-prob forward), `min_new_tokens` = `max_completion_length` = 64 (EOS masked
-  until the cap), fp32, gradient checkpointing off (TRL's default is on; reft has none), beta 0 (TRL's
+  until the cap), fp32, gradient checkpointing off (TRL's default is on; reft's is off), beta 0 (TRL's
   default: no reference model) and beta 0.05 (a reference forward, like reft).
 
 Timing: each TRL trainer runs its real `train()` loop in a thread, and a baton lets exactly one
@@ -30,7 +33,9 @@ contender run at a time: rounds of N steps of each, in turn (order reversed ever
 load from other processes hits all of them alike. A TRL step is the time between consecutive
 `on_step_end` callbacks (data, generation, reward, reference forward, loss, backward, optimizer step,
 callbacks); its split comes from timing wrappers around `_generate`, `_calculate_rewards` and
-`_generate_and_score_completions` ("update" = the rest). reft's split is its own time_* metrics.
+`_generate_and_score_completions` ("update" = the rest). reft's split is its own time_* metrics:
+"forward" = time_forward (the reference's forward, plus the policy+value forward when unfused),
+"update" = time_update (with the fused forward, time_fused_forward, printed under the table).
 Warm-up steps are discarded. The table shows median and min wall s/step, the median of each part,
 median CPU s/step (process time, all threads: less sensitive to other load) and the ratios of
 medians ours (ppo_epochs=2) / each contender.
@@ -66,10 +71,11 @@ from reft.data.tokenize import encode_prompt
 from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
 from reft.models.presets import init_tiny_checkpoint
-from reft.models.value import VALUE_MODELS
+from reft.models.value import VALUE_MODELS, FrozenReference
 from reft.train.config import PPOConfig
 from reft.train.loop import TrainingRun
 from reft.train.ppo import PPOStep
+from reft.train.rollout import make_rollout_backend
 
 THREADS = int(os.environ["OMP_NUM_THREADS"])
 """Both sides run with this many threads (2 unless OMP_NUM_THREADS says otherwise)."""
@@ -80,7 +86,8 @@ TRL_GENERATIONS = 4
 KL_COEF = 0.05
 LR = 3e-5
 SPLIT = ("rollout", "scoring", "forward", "update", "other")
-"""Parts of a step: sampling, reward, pre-update forwards (+ KL/GAE/advantages), updates, the rest."""
+"""Parts of a step: sampling, reward, pre-update forwards (+ KL/GAE/advantages unless reft fuses
+its first forward into the update), updates, the rest."""
 
 
 class NoEOSTokenizer:
@@ -117,11 +124,15 @@ class Ours:
     """reft's PPO step, built as `reft.train.ppo.run_ppo` builds it (without the outer loop)."""
 
     def __init__(
-        self, init_dir: Path, examples: list, root: Path, total_steps: int, ppo_epochs: int
-    ) -> None:
-        self.name = f"reft PPO, value head + reference, ppo_epochs={ppo_epochs}"
+        self, init_dir: Path, examples: list, root: Path, total_steps: int, ppo_epochs: int,
+        fused: bool = True,
+    ) -> None:  # fmt: skip
+        self.name = f"reft PPO, value head + reference, ppo_epochs={ppo_epochs}" + (
+            "" if fused else " (unfused)"
+        )
         config = PPOConfig(
-            model=str(init_dir), dev_data=None, out_dir=str(root / f"ppo_epochs{ppo_epochs}"),
+            model=str(init_dir), dev_data=None,
+            out_dir=str(root / f"ppo_epochs{ppo_epochs}{'' if fused else '_unfused'}"),
             batch_size=PROMPTS, mini_batch_size=PROMPTS, micro_batch_size=PROMPTS,
             samples_per_prompt=1, ppo_epochs=ppo_epochs, max_new_tokens=NEW_TOKENS,
             kl_coef=KL_COEF, lr=LR, max_steps=total_steps, log_every=10**9,
@@ -130,8 +141,9 @@ class Ours:
         policy = load_causal_lm(str(init_dir), dtype="float32", device=str(run.device))
         tokenizer = load_tokenizer(str(init_dir))
         actor_critic = VALUE_MODELS[config.value_model.value](policy, config.seed)
-        reference = load_causal_lm(str(init_dir), dtype="float32", device=str(run.device))
-        reference.requires_grad_(False).eval()
+        reference = FrozenReference(
+            load_causal_lm(str(init_dir), dtype="float32", device=str(run.device))
+        )
         run.prepare(
             actor_critic, tokenizer, total_steps=total_steps, steps_per_epoch=total_steps,
             policy=actor_critic.policy, companion=actor_critic,
@@ -139,7 +151,11 @@ class Ours:
         )  # fmt: skip
         run.tokenizer = NoEOSTokenizer(tokenizer, never_id=policy.config.vocab_size)
         self.grader = Grader(examples[0].answer_kind, CotKind.nl, strict=True)
-        self.ppo_step = PPOStep(run, config, examples, reference, self.grader)
+        backend = make_rollout_backend(config, policy, str(init_dir), 0, 1, run.device)
+        self.ppo_step = PPOStep(run, config, examples, reference, backend, self.grader)
+        if not self.ppo_step.fused:
+            raise RuntimeError("this configuration should take the fused first forward")
+        self.ppo_step.fused = fused
         self.step_index = 0
         self.records: list[dict[str, float]] = []
 
@@ -155,7 +171,9 @@ class Ours:
                 )
             parts = {key: metrics[f"time_{key}"] for key in SPLIT[:-1]}
             other = total - sum(parts.values())
-            self.records.append({"total": total, "cpu": cpu, **parts, "other": other})
+            fused = metrics.get("time_fused_forward", 0.0)
+            self.records.append({"total": total, "cpu": cpu, **parts, "other": other,
+                                 "fused_forward": fused})  # fmt: skip
 
     def close(self) -> None:
         self.grader.close()
@@ -301,6 +319,11 @@ def report(contenders: list) -> str:
             f"| {contender.name} | {wall:.3f} | {fastest:.3f} | {parts} | {cpu:.2f} | "
             f"{median(ours, 'total') / wall:.2f} | {median(ours, 'cpu') / cpu:.2f} |"
         )
+    fused = [c for c in contenders if isinstance(c, Ours) and median(c, "fused_forward") > 0]
+    lines += [""] if fused else []
+    for contender in fused:
+        lines.append(f"{contender.name}: of its update, the fused first forward (which also gives "
+                     f"the old log-probs and values) took {median(contender, 'fused_forward'):.3f} s")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -334,7 +357,8 @@ def main() -> None:
         contenders = [Ours(init_dir, examples, root, total_steps, ppo_epochs=2),
                       TRLGRPO(init_dir, examples, root, total_steps, beta=0.0),
                       TRLGRPO(init_dir, examples, root, total_steps, beta=KL_COEF),
-                      Ours(init_dir, examples, root, total_steps, ppo_epochs=1)]  # fmt: skip
+                      Ours(init_dir, examples, root, total_steps, ppo_epochs=1),
+                      Ours(init_dir, examples, root, total_steps, ppo_epochs=2, fused=False)]  # fmt: skip
         try:
             measure(contenders, args.warmup, rounds, args.per_round)
         finally:

@@ -7,6 +7,11 @@ GAE, whitening), then step 8 here: `ppo_epochs` passes of mini-batch updates wit
 surrogate and the clipped value loss, dropout off (the value model keeps every network in eval mode).
 Deviations from the reference code are listed in docs/implementation_details.md.
 
+Fused first forward (`fuses_first_forward`): when each process's rollout is one mini-batch of one
+micro-batch, the rollout's separate no-grad policy+value forward is skipped and epoch 1's update
+forward supplies the old log-probs and values; metrics then show `time_forward` (the reference's
+forward only) and `time_fused_forward` (that shared forward, part of `time_update`).
+
 Across processes (docs/scaling.md): each process rolls out its shard of the step's prompts; whitening
 is global by default; a mini-batch is `mini_batch_size / processes` rows of every process, and the
 loss weights are normalised by the GLOBAL mini-batch (sequences, or tokens for token_mean), so N
@@ -34,7 +39,12 @@ from reft.algos import (
 from reft.evaluate.dev import make_dev_evaluator
 from reft.grader import Grader
 from reft.models.load import load_causal_lm
-from reft.models.value import VALUE_MODELS, ActorCritic, AdapterDisabledReference, FrozenReference
+from reft.models.value import (
+    VALUE_MODELS,
+    AdapterDisabledReference,
+    FrozenReference,
+    PolicyValueOutput,
+)
 from reft.rollout_backends import RolloutBackend
 from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import LossAggregation, PPOConfig
@@ -44,12 +54,30 @@ from reft.train.model_setup import load_training_model
 from reft.train.rollout import (
     Experience,
     ReferenceModel,
+    Samples,
+    build_experience,
     collect_experience,
+    collect_samples,
     make_rollout_backend,
     rollout_seed,
 )
 
 logger = logging.getLogger(__name__)
+
+
+def fuses_first_forward(config: PPOConfig, num_processes: int) -> bool:
+    """Whether epoch 1's update forward can stand in for the rollout's policy+value forward.
+
+    True when each process's rollout rows are one mini-batch of one micro-batch: epoch 1's only
+    forward then runs before any optimizer step (at the rollout's weights), on the same sequences,
+    in the same eval mode and autocast, so its detached log-probs and values ARE the old log-probs
+    and values (TRL's GRPO does the same when it updates once per rollout: grpo_trainer.py
+    `old_per_token_logps = per_token_logps.detach()`). With several micro-batches every graph would
+    have to be kept until whitening has seen the whole batch. Saves one forward of the rollout batch
+    per step (bench/README.md).
+    """
+    rollouts = config.batch_size * config.samples_per_prompt
+    return config.mini_batch_size == rollouts == config.micro_batch_size * num_processes
 
 
 class PPOUpdate:
@@ -65,27 +93,66 @@ class PPOUpdate:
             raise ValueError(f"mini_batch_size {config.mini_batch_size} does not split over "
                              f"{run.num_processes} processes")  # fmt: skip
 
-    def __call__(self, experience: Experience, step: int) -> dict[str, float]:
-        """Update on `experience`; returns the mean losses and diagnostics over all mini-batches."""
+    def __call__(
+        self, experience: Experience, step: int, first_forward: PolicyValueOutput | None = None
+    ) -> dict[str, float]:
+        """Update on `experience`; returns the mean losses and diagnostics over all mini-batches.
+
+        `first_forward` (from `fused`): the forward with grad of all rows in epoch 1's order;
+        epoch 1's only micro-batch uses it instead of running its own.
+        """
         rows = experience.sequences.shape[0]
-        generator = torch.Generator().manual_seed(self.config.seed * 7_919 + step)
         totals: dict[str, float] = {}
         updates = 0
-        for _ in range(self.config.ppo_epochs):
-            order = torch.randperm(rows, generator=generator)
+        for order in self._orders(rows, step):
             for start in range(0, rows, self.local_mini):
-                stats = self._minibatch(experience, order[start : start + self.local_mini])
+                minibatch = order[start : start + self.local_mini]
+                stats = self._minibatch(experience, minibatch, first_forward)
+                first_forward = None
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + value
                 updates += 1
         return {key: value / max(updates, 1) for key, value in totals.items()}
 
-    def _minibatch(self, experience: Experience, rows: torch.Tensor) -> dict[str, float]:
+    def fused(self, samples: Samples, step: int) -> tuple[Experience, dict[str, float]]:
+        """Steps 4-8 when `fuses_first_forward`: epoch 1's forward (with grad, all rows in epoch 1's
+        order), steps 4-7 from its detached log-probs and values put back in rollout order, then the
+        epochs, the first reusing its graph."""
+        started = time.perf_counter()
+        order = self._orders(samples.sequences.shape[0], step)[0]
+        out = self._forward(
+            samples.sequences[order], samples.attention_mask[order], samples.response_length
+        )
+        forward_seconds = time.perf_counter() - started
+        back = torch.argsort(order)
+        experience = build_experience(
+            samples, out.logprobs.detach()[back], out.values.detach()[back], self.config
+        )
+        experience.timings["fused_forward"] = forward_seconds
+        return experience, self(experience, step, first_forward=out)
+
+    def _orders(self, rows: int, step: int) -> list[torch.Tensor]:
+        """The row order of each PPO epoch at `step` (a fresh shuffle per epoch, seeded by step)."""
+        generator = torch.Generator().manual_seed(self.config.seed * 7_919 + step)
+        return [torch.randperm(rows, generator=generator) for _ in range(self.config.ppo_epochs)]
+
+    def _forward(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+    ) -> PolicyValueOutput:
+        """The update forward (with grad, under the training autocast) of [B, P + T] sequences."""
+        with self.run.accelerator.autocast():
+            return self.run.model(sequences, attention_mask, response_length, with_entropy=True)
+
+    def _minibatch(
+        self, experience: Experience, rows: torch.Tensor, forward: PolicyValueOutput | None
+    ) -> dict[str, float]:
+        """One optimizer step on `rows`; `forward`, if given, is their (single micro-batch's) forward."""
         run, config = self.run, self.config
         micro = [
             rows[i : i + config.micro_batch_size]
             for i in range(0, len(rows), config.micro_batch_size)
         ]
+        assert forward is None or len(micro) == 1, "a given forward covers one micro-batch"
         mask = experience.response_mask
         mini_size = self._global_mini_size(mask, rows) / run.num_processes
         stats: dict[str, float] = {}
@@ -94,7 +161,11 @@ class PPOUpdate:
             # gradient all-reduce averages), so the sum is the mini-batch's aggregate.
             weight = (float(mask[chunk].sum()) if self.by_tokens else float(len(chunk))) / mini_size
             with run.micro_batch(last=index == len(micro) - 1):
-                chunk_stats = self._loss_and_backward(experience, chunk, weight)
+                out = forward if forward is not None else self._forward(
+                    experience.sequences[chunk], experience.attention_mask[chunk],
+                    experience.response_length,
+                )  # fmt: skip
+                chunk_stats = self._loss_and_backward(experience, chunk, out, weight)
             for key, value in chunk_stats.items():
                 stats[key] = stats.get(key, 0.0) + value * weight
         stats["grad_norm"] = run.clip_and_step()
@@ -108,17 +179,13 @@ class PPOUpdate:
         return float(self.run.accelerator.reduce(tokens, "sum"))
 
     def _loss_and_backward(
-        self, experience: Experience, rows: torch.Tensor, weight: float
+        self, experience: Experience, rows: torch.Tensor, out: PolicyValueOutput, weight: float
     ) -> dict[str, float]:
+        """Backward of `weight` x the loss of `rows`, given their update forward `out`."""
         config = self.config
         mask = experience.response_mask[rows]
         old_logprobs, advantages = experience.old_logprobs[rows], experience.advantages[rows]
         old_values, returns = experience.values[rows], experience.returns[rows]
-        with self.run.accelerator.autocast():
-            out = self.run.model(
-                experience.sequences[rows], experience.attention_mask[rows],
-                experience.response_length, with_entropy=True,
-            )  # fmt: skip
         pg = self.aggregate(
             ppo_policy_loss(out.logprobs, old_logprobs, advantages, mask, config.clip_range), mask
         )
@@ -146,6 +213,7 @@ class PPOStep:
         self.run, self.config, self.examples = run, config, examples
         self.reference, self.backend, self.grader = reference, backend, grader
         self.update = PPOUpdate(run, config)
+        self.fused = fuses_first_forward(config, run.num_processes)
 
     def __call__(self, step: int) -> dict[str, float]:
         run, config = self.run, self.config
@@ -155,19 +223,11 @@ class PPOStep:
             self.examples[i]
             for i in shard(indices, run.accelerator.process_index, run.num_processes)
         ]
-        actor_critic: ActorCritic = run.accelerator.unwrap_model(run.model)
         seed = rollout_seed(config.seed, step, run.num_processes, run.accelerator.process_index)
-        experience = collect_experience(
-            local, actor_critic=actor_critic, reference=self.reference, backend=self.backend,
-            tokenizer=run.tokenizer, grader=self.grader, config=config, seed=seed,
-            autocast=run.accelerator.autocast,
-        )  # fmt: skip
-        update_started = time.perf_counter()
-        losses = self.update(experience, step)
+        experience, losses = self._collect_and_update(local, seed, step)
         sync_started = time.perf_counter()
         self.backend.sync_weights(run.policy_weights)  # a no-op unless the backend holds a copy
-        timings = {**experience.timings, "update": sync_started - update_started,
-                   "sync": time.perf_counter() - sync_started}  # fmt: skip
+        timings = {**experience.timings, "sync": time.perf_counter() - sync_started}
         metrics = self._rollout_metrics(experience) | losses
         metrics |= {f"time_{key}": value for key, value in timings.items()}
         metrics = self._mean_over_processes(metrics)
@@ -175,6 +235,29 @@ class PPOStep:
         tokens = self._sum_over_processes(experience.response_mask.sum())
         metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
         return metrics
+
+    def _collect_and_update(
+        self, local: list, seed: int, step: int
+    ) -> tuple[Experience, dict[str, float]]:
+        """Steps 1-8 on this process's prompts; the experience's timings get "update" added."""
+        run = self.run
+        sources = {"reference": self.reference, "backend": self.backend, "tokenizer": run.tokenizer,
+                   "grader": self.grader, "config": self.config, "seed": seed}  # fmt: skip
+        if self.fused:
+            # No separate policy+value forward in step 3: epoch 1's update forward gives the old
+            # log-probs and values (see `fuses_first_forward`), so steps 4-7 run inside the update.
+            samples = collect_samples(local, **sources)
+            started = time.perf_counter()
+            experience, losses = self.update.fused(samples, step)
+        else:
+            actor_critic = run.accelerator.unwrap_model(run.model)
+            experience = collect_experience(
+                local, actor_critic=actor_critic, autocast=run.accelerator.autocast, **sources
+            )
+            started = time.perf_counter()
+            losses = self.update(experience, step)
+        experience.timings["update"] = time.perf_counter() - started
+        return experience, losses
 
     def _rollout_metrics(self, experience: Experience) -> dict[str, float]:
         mask = experience.response_mask

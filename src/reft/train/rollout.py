@@ -10,6 +10,10 @@
 
 Each step is one call into `reft.algos` or the shared generation / grading code; this module only
 wires them and keeps the result in one `Experience`. Sources per detail: docs/implementation_details.md.
+
+`collect_experience` runs all seven. `collect_samples` stops before the policy+value forward of step
+3 (it runs the reference forward only) and `build_experience` does steps 4-7 from given log-probs and
+values: `reft.train.ppo` uses the pair when the first update's forward can stand in for the rollout's.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class Experience:
     kl: torch.Tensor
     """[N, T] float: per-token KL estimate (0 outside the response)."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in rollout / scoring / forward."""
+    """Seconds spent in rollout / scoring / forward (step 3's no-grad forwards), and fused_forward
+    when the policy+value forward was epoch 1's update forward instead (`reft.train.ppo`)."""
 
     @property
     def response_length(self) -> int:
@@ -101,6 +106,30 @@ def make_rollout_backend(
     return LocalBackend(policy, GenerationEngine(config.rollout_backend.value))
 
 
+@dataclass
+class Samples:
+    """Steps 1-3 without the policy+value forward: sampled, scored, and under the reference."""
+
+    sequences: torch.Tensor
+    """[N, P + T] long: left-padded prompt then right-padded response."""
+    attention_mask: torch.Tensor
+    """[N, P + T] long: 1 on prompt and response tokens (response up to and including EOS)."""
+    response_mask: torch.Tensor
+    """[N, T] bool: response tokens up to and including EOS."""
+    ref_logprobs: torch.Tensor
+    """[N, T] float: log-probs of the sampled tokens under the frozen reference."""
+    scores: torch.Tensor
+    """[N] float: outcome rewards (1 / partial / 0)."""
+    correct: torch.Tensor
+    """[N] bool: whether each response's answer is right."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in rollout / scoring / forward (the reference's, so far)."""
+
+    @property
+    def response_length(self) -> int:
+        return self.response_mask.shape[1]
+
+
 @torch.no_grad()
 def collect_experience(
     examples: list[Example],
@@ -119,6 +148,29 @@ def collect_experience(
     `autocast`: the context of the training forwards (mixed precision), so the rollout log-probs are
     computed in the precision the PPO ratio will compare them with.
     """
+    samples = collect_samples(
+        examples, reference=reference, backend=backend, tokenizer=tokenizer, grader=grader,
+        config=config, seed=seed,
+    )  # fmt: skip
+    started = time.perf_counter()
+    with autocast():  # 3, the rest: the rollout policy's log-probs and values
+        rollout = actor_critic(samples.sequences, samples.attention_mask, samples.response_length)
+    samples.timings["forward"] += time.perf_counter() - started
+    return build_experience(samples, rollout.logprobs, rollout.values, config)
+
+
+@torch.no_grad()
+def collect_samples(
+    examples: list[Example],
+    *,
+    reference: ReferenceModel,
+    backend: RolloutBackend,
+    tokenizer,
+    grader: Grader,
+    config: PPOConfig,
+    seed: int,
+) -> Samples:
+    """Steps 1, 2 and the reference half of step 3 for this process's `examples`."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     generated = backend.generate(  # 1
@@ -135,21 +187,32 @@ def collect_experience(
     sequences = torch.cat([generated.prompt_ids, generated.response_ids], dim=1)  # 3
     attention_mask = torch.cat([generated.prompt_mask, generated.response_mask.long()], dim=1)
     length = generated.response_ids.shape[1]
-    with autocast():
-        rollout = actor_critic(sequences, attention_mask, length)
     ref_logprobs = reference.logprobs(sequences, attention_mask, length)
     timings["forward"] = time.perf_counter() - started
+    return Samples(
+        sequences=sequences, attention_mask=attention_mask, response_mask=generated.response_mask,
+        ref_logprobs=ref_logprobs, scores=scores, correct=correct, timings=timings,
+    )  # fmt: skip
 
-    mask = generated.response_mask
-    kl = KL_ESTIMATORS[config.kl_estimator.value](rollout.logprobs, ref_logprobs) * mask  # 4
-    rewards = kl_penalized_rewards(scores.to(kl.device), kl, config.kl_coef, mask)  # 5
-    advantages, returns = gae(rewards, rollout.values, mask, config.gamma, config.lam)  # 6
+
+@torch.no_grad()
+def build_experience(
+    samples: Samples, old_logprobs: torch.Tensor, values: torch.Tensor, config: PPOConfig
+) -> Experience:
+    """Steps 4-7 from the rollout policy's [N, T] log-probs and values of `samples` (no graph kept).
+
+    With global whitening every process must call this at the same point (it all-reduces).
+    """
+    mask = samples.response_mask
+    kl = KL_ESTIMATORS[config.kl_estimator.value](old_logprobs, samples.ref_logprobs) * mask  # 4
+    rewards = kl_penalized_rewards(samples.scores.to(kl.device), kl, config.kl_coef, mask)  # 5
+    advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)  # 6
     advantages = WHITENERS[config.whitening.value](advantages, mask)  # 7
     return Experience(
-        sequences=sequences, attention_mask=attention_mask, response_mask=mask,
-        old_logprobs=rollout.logprobs, ref_logprobs=ref_logprobs, values=rollout.values,
-        advantages=advantages, returns=returns, scores=scores, correct=correct, kl=kl,
-        timings=timings,
+        sequences=samples.sequences, attention_mask=samples.attention_mask, response_mask=mask,
+        old_logprobs=old_logprobs, ref_logprobs=samples.ref_logprobs, values=values,
+        advantages=advantages, returns=returns, scores=samples.scores, correct=samples.correct,
+        kl=kl, timings=dict(samples.timings),
     )  # fmt: skip
 
 

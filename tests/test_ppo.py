@@ -75,6 +75,23 @@ def test_separate_critic_and_no_kl_ablations_run(bandit, tmp_path):
     assert (checkpoint / "value_head.safetensors").is_file() and (checkpoint / "critic").is_dir()
 
 
+def test_critic_warmup_steps_leave_the_policy_untouched(bandit, tmp_path):
+    """During critic_warmup_steps only the critic learns: the policy's weights equal the warm-up's."""
+
+    out = tmp_path / "critic_warmup"
+    assert main(["train", f"model={bandit['warmup']}", f"train_data={bandit['rl']}", f"out_dir={out}",
+                 "max_steps=2", "value_model=separate_critic", "critic_warmup_steps=2",
+                 *PPO_ARGS]) == 0  # fmt: skip
+    checkpoint = Checkpointer(out).latest().path
+    start, end = (
+        load_file(bandit["warmup"] / "model.safetensors"),
+        load_file(checkpoint / "model.safetensors"),
+    )
+    assert all(torch.equal(start[name], end[name]) for name in start)
+    train = read_metrics(out, "train")
+    assert train[-1]["value_loss"] < train[0]["value_loss"]  # while the critic does learn
+
+
 def _launch(bandit: dict[str, Path], out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "reft", "train", f"model={bandit['warmup']}",

@@ -240,6 +240,10 @@ class PPOConfig(TrainConfig):
     """Value clip: new values may move at most this far from the rollout values."""
     vf_coef: float = 5.0
     """Weight of the value loss (reference: 5)."""
+    critic_warmup_steps: int = 0
+    """PPO steps at the start that train only the value model (the policy loss is left out), so the
+    policy's first updates do not follow the advantages of an untrained critic (OpenRLHF's
+    freezing_actor_steps). Meant for value_model=separate_critic; 0: off, as the paper."""
     whitening: Whitening = Whitening.global_
     """Advantage whitening: global (all processes), local or none."""
     loss_aggregation: LossAggregation = LossAggregation.seq_mean_token_mean
@@ -279,9 +283,11 @@ class PPOConfig(TrainConfig):
             or self.vf_coef < 0
             or self.ppo_epochs < 1
             or self.samples_per_prompt < 1
+            or self.critic_warmup_steps < 0
         ):
             raise ValueError(
-                "need kl_coef >= 0, vf_coef >= 0, ppo_epochs >= 1, samples_per_prompt >= 1"
+                "need kl_coef >= 0, vf_coef >= 0, ppo_epochs >= 1, samples_per_prompt >= 1, "
+                "critic_warmup_steps >= 0"
             )
         if self.lora and self.ref_model is not None:
             raise ValueError(

@@ -88,6 +88,8 @@ class PPOUpdate:
         self.config = config
         self.aggregate = LOSS_AGGREGATORS[config.loss_aggregation.value]
         self.by_tokens = config.loss_aggregation is LossAggregation.token_mean
+        self.train_policy = True
+        """False during critic_warmup_steps: the policy loss is left out of the backward."""
         self.local_mini = config.mini_batch_size // run.num_processes
         if config.mini_batch_size % run.num_processes:
             raise ValueError(f"mini_batch_size {config.mini_batch_size} does not split over "
@@ -102,6 +104,7 @@ class PPOUpdate:
         epoch 1's only micro-batch uses it instead of running its own.
         """
         rows = experience.sequences.shape[0]
+        self.train_policy = step >= self.config.critic_warmup_steps
         totals: dict[str, float] = {}
         updates = 0
         for order in self._orders(rows, step):
@@ -192,7 +195,8 @@ class PPOUpdate:
         vf = self.aggregate(
             value_loss(out.values, old_values, returns, mask, config.clip_range_value), mask
         )
-        self.run.accelerator.backward((pg + config.vf_coef * vf) * weight)
+        loss = config.vf_coef * vf + (pg if self.train_policy else 0.0)  # critic warm-up: no pg
+        self.run.accelerator.backward(loss * weight)
         with torch.no_grad():
             return {
                 "policy_loss": pg.item(),

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from reft.files import write_text_atomic
+
 STATE_FILE = "trainer_state.pt"
 META_FILE = "reft_meta.json"
 LATEST_FILE = "latest"
@@ -113,7 +115,7 @@ class Checkpointer:
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        _write_atomic(self.root / LATEST_FILE, name)
+        write_text_atomic(self.root / LATEST_FILE, name)
         self._prune()
         return Checkpoint(final, step)
 
@@ -217,9 +219,3 @@ def _without_gguf_record(model: torch.nn.Module) -> Iterator[None]:
 
 def _step_of(path: Path) -> int:
     return int(path.name.removeprefix("step_"))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -27,6 +27,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from reft.files import write_text_atomic
+
 T = TypeVar("T")
 
 CONFIG_FILE_NAME = "config.yaml"
@@ -67,11 +69,7 @@ def save_config(config: Any, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / CONFIG_FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

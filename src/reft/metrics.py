@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from reft.files import write_text_atomic
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -67,9 +69,7 @@ class MetricsLogger:
         kept = [
             line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step
         ]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         if self._tensorboard is not None:

@@ -28,6 +28,7 @@ from reft.answers.compare import CHOICES, parse_gold
 from reft.answers.execute import DEFAULT_TIMEOUT_S, ProgramPool, SandboxConfig
 from reft.data.errors import DataError
 from reft.data.example import TASK_ANSWER_KIND, AnswerKind, CotKind
+from reft.files import write_jsonl_atomic
 from reft.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
 
 logger = logging.getLogger(__name__)
@@ -165,14 +166,12 @@ def _check_golds(records: Sequence[Record], kind: AnswerKind, path: Path) -> Non
 
 def write_results(path: Path, records: Sequence[Record], results: Sequence[GradeResult]) -> None:
     """One JSON line per record, same order; written to a temporary file, then moved in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as file:
-        for record, result in zip(records, results, strict=True):
-            row = {"id": record.id, "extracted": result.extracted, "correct": result.correct}
-            row.update(reward=result.reward, error=result.error)
-            file.write(json.dumps(row) + "\n")
-    tmp.replace(path)
+    rows = (
+        {"id": record.id, "extracted": result.extracted, "correct": result.correct,
+         "reward": result.reward, "error": result.error}
+        for record, result in zip(records, results, strict=True)
+    )  # fmt: skip
+    write_jsonl_atomic(path, rows)
 
 
 def summary(results: Sequence[GradeResult], cot: CotKind, seconds: float) -> str:

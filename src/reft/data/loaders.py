@@ -29,6 +29,7 @@ from typing import Any
 
 from reft.data.errors import DataError
 from reft.data.example import TASK_ANSWER_KIND, AnswerKind, CotKind, Example
+from reft.files import write_text_atomic
 
 GSM8K_ANSWER_MARK = "####"
 CALCULATOR_MARK = re.compile(r"<<[^<>]*>>")
@@ -325,9 +326,5 @@ def _load_hf(spec: str, *, answer_kind: AnswerKind | None, strip_calculator: boo
 
 def write_examples(path: str | Path, examples: list[Example]) -> Path:
     """Write `examples` as a ReFT JSON array (the format `load_dataset` reads), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps([example.to_reft_json() for example in examples], indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    document = json.dumps([example.to_reft_json() for example in examples], indent=1)
+    return write_text_atomic(path, document + "\n")

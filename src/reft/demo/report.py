@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reft.demo.stages import METHODS
+from reft.metrics import read_metrics
 
 LABELS = {
     "warmup": "SFT warm-up",
@@ -179,12 +180,6 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
     return path
 
 
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2))
-    tmp.replace(path)
-
-
 def _percent(mean: float, std: float, several: bool) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if several else f"{100 * mean:.1f}"
 
@@ -195,9 +190,7 @@ def _stage_seconds(seed_dir: Path, name: str) -> float:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path) if path.exists() else []  # a stage that never logged
 
 
 def _machine() -> dict[str, Any]:

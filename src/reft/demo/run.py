@@ -14,9 +14,10 @@ from reft.config import config_to_dict, save_config
 from reft.data.loaders import write_examples
 from reft.data.synthetic import SynthConfig, generate_examples
 from reft.demo.config import DemoConfig
-from reft.demo.report import build_results, results_table, write_json, write_report
+from reft.demo.report import build_results, results_table, write_report
 from reft.demo.runner import StageRunner
 from reft.demo.stages import plan_stages
+from reft.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
         print(f"seed {seed}: {len(stages)} stages, {config.workers} at a time -> {seed_dir}")
         StageRunner(stages, seed_dir / "logs", config.workers, label=f"[seed {seed}] ").run()
     results = build_results(config_to_dict(config), seeds, out_dir, config.k)
-    write_json(out_dir / "results.json", results)
+    write_json_atomic(out_dir / "results.json", results)
     figures = write_figures(results, out_dir, seeds)
     write_report(results, out_dir, figures, command)
     print("\n" + results_table(results))

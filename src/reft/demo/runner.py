@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reft.demo.stages import Stage
+from reft.files import write_json_atomic
 
 POLL_SECONDS = 1.0
 PLAIN_REPORT_SECONDS = 30.0
@@ -126,10 +127,8 @@ class StageRunner:
     def _finish(self, stage: Stage, started: float, demo_start: float) -> None:
         record = StageRecord(stage.name, self.clock() - started, started - demo_start)
         self.records[stage.name] = record
-        marker = done_marker(stage)
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(json.dumps({"record": record.__dict__, "command": stage.command_line()}))
-        tmp.replace(marker)
+        write_json_atomic(done_marker(stage), {"record": record.__dict__,
+                                               "command": stage.command_line()}, indent=None)  # fmt: skip
         self._print(f"{self.label}{stage.name}: done in {record.seconds:.0f} s")
 
     def _failure(self, stage: Stage, returncode: int) -> str:

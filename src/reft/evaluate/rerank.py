@@ -18,7 +18,6 @@ the question counts as wrong.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ import torch
 from reft.data.example import CotKind
 from reft.data.prompts import program_header, render_prompt
 from reft.data.tokenize import encode_prompt
+from reft.files import write_jsonl_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -182,10 +182,9 @@ def write_rerank(
 ) -> None:
     """One JSON line per question: its id, every candidate's score, the chosen index and whether the
     chosen completion is correct."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as handle:
-        for result, question_scores, pick in zip(results, scores, picks, strict=True):
-            correct = pick is not None and result.completions[pick].correct
-            record = {"id": result.id, "scores": question_scores, "pick": pick, "correct": correct}
-            handle.write(json.dumps(record) + "\n")
-    tmp.replace(path)
+    rows = (
+        {"id": result.id, "scores": question_scores, "pick": pick,
+         "correct": pick is not None and result.completions[pick].correct}
+        for result, question_scores, pick in zip(results, scores, picks, strict=True)
+    )  # fmt: skip
+    write_jsonl_atomic(path, rows)

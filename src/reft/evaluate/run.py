@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from reft.evaluate.predict import (
     voting_accuracy,
 )
 from reft.evaluate.rerank import rerank_accuracy, rerank_with_model, write_rerank
+from reft.files import write_json_atomic, write_jsonl_atomic
 from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
 
@@ -44,12 +44,7 @@ def load_inference_inputs(config: InferenceConfig) -> tuple[Any, Any, list[Examp
 
 def write_jsonl(path: Path, results: list[QuestionResult]) -> None:
     """Write per-question records atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as handle:
-        for result in results:
-            handle.write(json.dumps(result.to_json()) + "\n")
-    tmp.replace(path)
+    write_jsonl_atomic(path, (result.to_json() for result in results))
 
 
 def run_sample(config: SampleConfig) -> dict[str, float]:
@@ -100,9 +95,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     results = {"model": config.model, "dataset": config.dataset, "metrics": metrics,
                "generation": {"greedy": config_to_dict(config.greedy_sampling()),
                               "sampled": config_to_dict(config.k_sampling()) if config.k else None}}  # fmt: skip
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out_dir / "results.json")
+    write_json_atomic(out_dir / "results.json", results)
     return results
 
 

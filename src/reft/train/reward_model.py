@@ -45,6 +45,7 @@ from reft.evaluate.rerank import (
     score_solutions,
     solution_text,
 )
+from reft.files import write_json_atomic
 from reft.models.load import load_tokenizer
 from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import RewardModelConfig
@@ -172,9 +173,7 @@ def rm_records(
             "sampling": config_to_dict(sampling_settings(config, config.num_samples)),
             "records": {split: [asdict(r) for r in items] for split, items in records.items()},
         }
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(path)
+        write_json_atomic(path, payload, indent=1)
         logger.info("reward-model data in %s: %s", path, json.dumps(counts))
     run.accelerator.wait_for_everyone()
     stored = json.loads(path.read_text())["records"]

@@ -52,6 +52,7 @@ from reft.data.tokenize import (
 from reft.evaluate.dev import make_dev_evaluator
 from reft.evaluate.predict import QuestionResult, predict
 from reft.evaluate.rerank import solution_text
+from reft.files import write_json_atomic
 from reft.generation import GeneratedBatch, SamplingConfig
 from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
@@ -193,9 +194,7 @@ def offline_records(run: TrainingRun, examples: list[Example]) -> list[SelfTrain
         sampling = config_to_dict(sampling_settings(config, config.num_samples))
         payload = {"counts": counts, "sample_model": config.sample_model or config.model,
                    "sampling": sampling, "records": [asdict(r) for r in records]}  # fmt: skip
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(path)
+        write_json_atomic(path, payload, indent=1)
         logger.info("offline self-training data in %s: %s", path, json.dumps(counts))
     run.accelerator.wait_for_everyone()
     return [SelfTrainingRecord(**r) for r in json.loads(path.read_text())["records"]]

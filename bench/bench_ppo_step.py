@@ -27,6 +27,9 @@ threads (2 by default), interleaved:
   TRL skips its old-log-prob forward), `min_new_tokens` = `max_completion_length` = 64 (EOS masked
   until the cap), fp32, gradient checkpointing off (TRL's default is on; reft's is off), beta 0 (TRL's
   default: no reference model) and beta 0.05 (a reference forward, like reft).
+- TRL GRPO with num_iterations=2 (beta 0.05): two optimizer steps on each generated batch (TRL then
+  also runs a no-grad forward for the old log-probs), the same work per rollout as reft's
+  ppo_epochs=2. One of its "steps" in the table is one rollout = two TRL optimizer steps.
 
 Timing: each TRL trainer runs its real `train()` loop in a thread, and a baton lets exactly one
 contender run at a time: rounds of N steps of each, in turn (order reversed every other round), so
@@ -182,15 +185,22 @@ class Ours:
 class TRLGRPO:
     """TRL's GRPOTrainer running its real `train()` loop in a thread that pauses after each N steps."""
 
-    def __init__(self, init_dir: Path, examples: list, root: Path, total_steps: int, beta: float):
+    def __init__(
+        self, init_dir: Path, examples: list, root: Path, total_steps: int, beta: float,
+        num_iterations: int = 1,
+    ) -> None:  # fmt: skip
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
         from transformers.trainer_callback import PrinterCallback
         from trl import GRPOConfig, GRPOTrainer
 
-        self.name = f"TRL GRPO, beta={beta:g}" + (
-            " (reference model)" if beta else " (no reference)"
+        self.name = (
+            f"TRL GRPO, beta={beta:g}"
+            + (" (reference model)" if beta else " (no reference)")
+            + (f", num_iterations={num_iterations}" if num_iterations > 1 else "")
         )
+        # One timed step = one rollout = num_iterations TRL optimizer steps.
+        self.num_iterations, self._updates = num_iterations, 0
         self.grader = Grader(examples[0].answer_kind, CotKind.nl, strict=True)
 
         def strict_reward(completions: list[str], answer: list[str], **_) -> list[float]:
@@ -199,7 +209,8 @@ class TRLGRPO:
         rows = [{"prompt": render_generation_prompt(e.question, CotKind.nl), "answer": e.answer}
                 for e in examples]  # fmt: skip
         args = GRPOConfig(
-            output_dir=str(root / f"trl_beta{beta:g}"), max_steps=total_steps, learning_rate=LR,
+            output_dir=str(root / f"trl_beta{beta:g}_mu{num_iterations}"),
+            max_steps=total_steps * num_iterations, num_iterations=num_iterations, learning_rate=LR,
             per_device_train_batch_size=PROMPTS, num_generations=TRL_GENERATIONS,
             gradient_accumulation_steps=1, max_completion_length=NEW_TOKENS,
             generation_kwargs={"min_new_tokens": NEW_TOKENS}, beta=beta, temperature=1.0,
@@ -254,6 +265,9 @@ class TRLGRPO:
             self._paused.release()
 
     def _step_ended(self) -> None:
+        self._updates += 1
+        if self._updates % self.num_iterations:
+            return  # the rollout's next optimizer step belongs to the same timed step
         total, cpu = time.perf_counter() - self._started, time.process_time() - self._cpu_started
         length = self.trainer._metrics["train"]["completions/mean_length"][-1]
         if length != NEW_TOKENS:
@@ -357,6 +371,7 @@ def main() -> None:
         contenders = [Ours(init_dir, examples, root, total_steps, ppo_epochs=2),
                       TRLGRPO(init_dir, examples, root, total_steps, beta=0.0),
                       TRLGRPO(init_dir, examples, root, total_steps, beta=KL_COEF),
+                      TRLGRPO(init_dir, examples, root, total_steps, beta=KL_COEF, num_iterations=2),
                       Ours(init_dir, examples, root, total_steps, ppo_epochs=1),
                       Ours(init_dir, examples, root, total_steps, ppo_epochs=2, fused=False)]  # fmt: skip
         try:

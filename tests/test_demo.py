@@ -73,6 +73,36 @@ def test_every_stage_command_parses_as_its_reft_command(tmp_path):
         assert resolved.out_dir == str(stage.out_dir)
 
 
+@pytest.mark.parametrize("quick", [False, True])
+def test_recipe_reft_stage_fuses_its_first_forward_and_moves_the_policy(tmp_path, quick):
+    """The shipped ReFT settings take the fused rollout forward on one process, and the critic-only
+    steps leave policy steps inside the step budget (else --quick would never move the policy)."""
+    from reft.cli import build_parser
+    from reft.config import config_from_args
+    from reft.train.config import PPOConfig
+    from reft.train.ppo import fuses_first_forward
+
+    stages = {s.name: s for s in plan_stages(demo_config(quick), 0, tmp_path / "s", tmp_path / "d")}
+    ppo = config_from_args(PPOConfig, build_parser().parse_args(stages["reft"].argv))
+    assert fuses_first_forward(ppo, num_processes=1)
+    assert ppo.critic_warmup_steps < ppo.max_steps
+
+
+def test_progress_reads_only_the_latest_run_of_a_resumed_stage(tmp_path):
+    from reft.demo.runner import _last_progress
+
+    log = tmp_path / "reft.log"
+    log.write_text("$ reft train a=1\nreft:  40%|####| 40/100 [01:00<01:30, 1.5s/it]\r"
+                   "reft:  41%|####| 41/100 [01:02<01:29, 1.5s/it]\n")  # fmt: skip
+    assert _last_progress(log) == (41, 100, "01:02", "01:29")
+    with log.open("a") as handle:  # the resumed run has not printed a bar yet
+        handle.write("$ reft train a=1 resume=true\nloading\n")
+    assert _last_progress(log) is None
+    with log.open("a") as handle:
+        handle.write("reft:  42%|####| 42/100 [00:02<01:40, 1.7s/it]")
+    assert _last_progress(log) == (42, 100, "00:02", "01:40")
+
+
 def _synth_stage(tmp_path: Path, name: str, needs: tuple[str, ...] = (), n: str = "3") -> Stage:
     out = tmp_path / name
     return Stage(name, ["data", "synth", "--n", n, "--split", "dev", "--out", str(out / "d.json")],

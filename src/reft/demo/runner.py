@@ -28,6 +28,8 @@ POLL_SECONDS = 1.0
 PLAIN_REPORT_SECONDS = 30.0
 """Without a terminal, one progress line per running stage this often."""
 _TQDM = re.compile(r"(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
+_COMMAND_LINE = re.compile(r"^\$ ", re.MULTILINE)
+"""Start of the line `_launch` writes before each run of a stage."""
 
 
 class StageFailed(RuntimeError):
@@ -186,14 +188,18 @@ class StageRunner:
 
 
 def _last_progress(log: Path) -> tuple[int, int, str, str] | None:
-    """The last tqdm bar in a log: (step, total, elapsed, eta)."""
+    """The last tqdm bar of the log's latest run: (step, total, elapsed, eta).
+
+    Each launch appends "$ <command>" to the stage's log, so a resumed stage's log still holds the
+    interrupted run's bars: only what follows the last command line counts.
+    """
     try:
         with log.open("rb") as handle:
             handle.seek(max(0, log.stat().st_size - 4096))
             text = handle.read().decode(errors="replace")
     except OSError:
         return None
-    matches = _TQDM.findall(text)
+    matches = _TQDM.findall(_COMMAND_LINE.split(text)[-1])
     if not matches:
         return None
     step, total, elapsed, eta = matches[-1]

@@ -45,6 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def leave_process_group() -> None:
+    """End a `torchrun` / `accelerate launch` run together and tear its process group down.
+
+    A rank that exits while its peers are still finishing (rank 0 writes the last links) with gloo's
+    threads alive can abort in teardown ("terminate called without an active exception", SIGABRT),
+    which fails the whole launch. No-op outside a distributed run, and torch is never imported here.
+    """
+    torch = sys.modules.get("torch")
+    if (
+        torch is None
+        or not torch.distributed.is_available()
+        or not torch.distributed.is_initialized()
+    ):
+        return
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -53,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        leave_process_group()
+        return status
     except (ConfigError, DataError, FileExistsError) as error:
         print(f"reft {args.command}: error: {error}", file=sys.stderr)
         return 2

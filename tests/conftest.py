@@ -58,3 +58,21 @@ def digit_game():
     a task any working policy-gradient or self-training method improves on quickly.
     """
     return _write_digit_game
+
+
+def _digit_game_start(root: Path, num_games: int) -> dict[str, Path]:
+    from reft.models.presets import init_tiny_checkpoint
+
+    data = _write_digit_game(root / "rl.json", [str(i % 10) for i in range(num_games)])
+    texts = [
+        "Question:\nPick a digit.\nAnswer reasoning:\nI pick one.\nTherefore, the answer is: 7"
+    ]
+    init_tiny_checkpoint("micro-llama", texts * 8, root / "init", vocab_size=300)
+    return {"model": root / "init", "data": data}
+
+
+@pytest.fixture(scope="session")
+def digit_game_start():
+    """`digit_game_start(root, num_games)`: an untrained micro-llama checkpoint under root/init and a
+    digit game of `num_games` questions (answers 0-9 in turn) at root/rl.json, as {"model", "data"}."""
+    return _digit_game_start

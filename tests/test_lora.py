@@ -23,7 +23,7 @@ from reft.models.lora import (
     attach_lora,
     enable_gradient_checkpointing,
 )
-from reft.models.presets import build_tiny_model, init_tiny_checkpoint
+from reft.models.presets import build_tiny_model
 from reft.models.value import (
     AdapterDisabledReference,
     SharedTrunkValueModel,
@@ -138,15 +138,9 @@ def test_lora_and_ref_model_are_exclusive():
 
 
 @pytest.fixture(scope="module")
-def start(tmp_path_factory, digit_game):
+def start(tmp_path_factory, digit_game_start):
     """An (untrained) preset checkpoint to start PPO from, and the digit-game data."""
-    root = tmp_path_factory.mktemp("lora")
-    data = digit_game(root / "rl.json", [str(i % 10) for i in range(128)])
-    texts = [
-        "Question:\nPick a digit.\nAnswer reasoning:\nI pick one.\nTherefore, the answer is: 7"
-    ]
-    init_tiny_checkpoint("micro-llama", texts * 8, root / "init", vocab_size=300)
-    return {"model": root / "init", "data": data}
+    return digit_game_start(tmp_path_factory.mktemp("lora"), 128)
 
 
 PPO_ARGS = ["dev_data=null", "batch_size=8", "mini_batch_size=8", "micro_batch_size=4",

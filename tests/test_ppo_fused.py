@@ -24,7 +24,6 @@ from safetensors.torch import load_file
 from reft.checkpoint import Checkpointer
 from reft.cli import main
 from reft.metrics import read_metrics
-from reft.models.presets import init_tiny_checkpoint
 from reft.train.config import PPOConfig
 from reft.train.ppo import fuses_first_forward
 
@@ -52,14 +51,8 @@ def test_fusion_needs_one_minibatch_of_one_microbatch(rollouts, mini, micro, pro
 
 
 @pytest.fixture(scope="module")
-def start(tmp_path_factory, digit_game) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("fused")
-    data = digit_game(root / "rl.json", [str(i % 10) for i in range(64)])
-    texts = [
-        "Question:\nPick a digit.\nAnswer reasoning:\nI pick one.\nTherefore, the answer is: 7"
-    ]
-    init_tiny_checkpoint("micro-llama", texts * 8, root / "init", vocab_size=300)
-    return {"model": root / "init", "data": data}
+def start(tmp_path_factory, digit_game_start) -> dict[str, Path]:
+    return digit_game_start(tmp_path_factory.mktemp("fused"), 64)
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:

@@ -31,8 +31,13 @@ def test_seed_list_parses_and_rejects():
 def test_stage_graph_wiring(tmp_path):
     config = demo_config(overrides=("reft.lr=0.5", "common.dev_limit=7"))
     stages = {s.name: s for s in plan_stages(config, 3, tmp_path / "seed_3", tmp_path / "data")}
+    evaluated = ("warmup", *METHODS)
     assert set(stages) == {"warmup", *METHODS, "reward_model",
-                           *(f"eval_{m}" for m in ("warmup", *METHODS))}  # fmt: skip
+                           *(f"{kind}_{m}" for kind in ("eval", "evaltrain", "evalshift")
+                             for m in evaluated)}  # fmt: skip
+    assert stages["warmup"].settings["model"] == config.model  # no base given: the model itself
+    based = plan_stages(config, 3, tmp_path / "seed_3", tmp_path / "data", start="base/final")
+    assert based[0].name == "warmup" and based[0].settings["model"] == "base/final"
     warmup = str(tmp_path / "seed_3" / "warmup" / "final")
     for method in METHODS:  # every method starts from the warm-up's last checkpoint
         assert stages[method].settings["model"] == warmup
@@ -139,8 +144,8 @@ def test_aggregate_mean_and_sample_std():
 
 
 def test_results_table_rows_and_columns():
-    row = {"top1": 0.5, "voting": 0.55, "rerank": 0.6}
-    zero = {"top1": 0.0, "voting": 0.0, "rerank": 0.0}
+    row = {"top1": 0.5, "voting": 0.55, "rerank": 0.6, "pass": 0.7}
+    zero = {"top1": 0.0, "voting": 0.0, "rerank": 0.0, "pass": 0.0}
     results = {
         "k": 8, "seeds": [0, 1],
         "methods": {"warmup": {"top1": 0.1}, **{m: row for m in METHODS}},
@@ -149,8 +154,8 @@ def test_results_table_rows_and_columns():
     }  # fmt: skip
     table = results_table(results).splitlines()
     assert table[0].startswith("| Method | Top-1 | Voting@8 | Rerank@8 |")
-    assert table[2] == "| SFT warm-up | 10.0 ± 1.0 | – | – | 60 |"
-    assert table[4] == "| ReFT | 50.0 ± 0.0 | 55.0 ± 0.0 | 60.0 ± 0.0 | 60 |"
+    assert table[2] == "| SFT warm-up | 10.0 ± 1.0 | – | – | – | 60 |"
+    assert table[4] == "| ReFT | 50.0 ± 0.0 | 55.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 60 |"
 
 
 @pytest.mark.slow
@@ -158,7 +163,8 @@ def test_quick_demo_end_to_end(tmp_path):
     """`reft demo --quick` runs every stage and writes the artefacts (not a test of the accuracy gap)."""
     out = tmp_path / "demo"
     run = subprocess.run(
-        [sys.executable, "-m", "reft", "demo", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "reft", "demo", "--quick", "--out", str(out),
+         f"base_cache={tmp_path / 'bases'}"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -166,7 +172,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert results["task"] == "synth" and results["seed"] == 0
     assert set(results["methods"]) == {"warmup", *METHODS}
     for method in METHODS:
-        assert set(results["methods"][method]) == {"top1", "voting", "rerank"}
+        assert set(results["methods"][method]) == {"top1", "voting", "rerank", "pass"}
     for row in results["methods"].values():
         assert all(0.0 <= value <= 1.0 for value in row.values())
     assert set(results["budget_seconds"]) == {"warmup", *METHODS}
@@ -177,4 +183,15 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({figure})" in report
     assert "| ReFT |" in run.stdout  # the table is printed at the end
-    assert (out / "seed_0" / "commands.sh").read_text().count("reft ") == 11
+    commands = (out / "seed_0" / "commands.sh").read_text()
+    assert commands.count("\nreft ") == 3 + 21  # the base's corpus and stage, then the seed's
+    assert set(results["generalisation"]["reft"]) >= {"train", "test", "shifted"}
+    base = json.loads((out / "base.json").read_text())
+    assert base["cached"] is False and Path(base["start"]).is_dir()
+    again = subprocess.run(  # a second demo elsewhere reuses the cached base
+        [sys.executable, "-m", "reft", "demo", "--quick", "--out", str(tmp_path / "again"),
+         f"base_cache={tmp_path / 'bases'}", "seeds=5", "task.train_size=100"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert json.loads((tmp_path / "again" / "base.json").read_text())["cached"] is True

@@ -54,6 +54,10 @@ class SynthConfig:
     """Story families that may appear."""
     distractor_prob: float = 0.3
     """Probability of inserting one irrelevant sentence with a number."""
+    compact_prob: float = 0.0
+    """Probability that a problem with two or more calculations gets a compact gold N-CoT: the whole
+    computation on one line ("It is (12 / 3) + 8 = 12 km away.") instead of one line per result.
+    Annotators differ like this in real data; the compact form is much harder for a small model."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
@@ -68,8 +72,9 @@ class SynthConfig:
             )
         if self.max_factor < 2 or self.max_operand < 1 or self.max_start < 1:
             raise ValueError("need max_factor >= 2, max_operand >= 1 and max_start >= 1")
-        if not 0.0 <= self.distractor_prob <= 1.0:
-            raise ValueError(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
+        for name in ("distractor_prob", "compact_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,9 @@ def _render(
         )
         sentences.insert(rng.randint(1, len(sentences)), distractor)
     question = " ".join([*sentences, family.question.format(**words, last=context["next"])])
+    # Drawn only when enabled, so compact_prob=0 leaves every other draw (and item) unchanged.
+    if config.compact_prob > 0 and rng.random() < config.compact_prob:
+        cot_lines = [cot_lines[0], family.compact_line(steps, context)]
     header = f'def solution():\n    """{question}"""\n'
     body = "".join(f"    {line}\n" for line in [*program, f"result = {var}", "return result"])
     return SynthProblem(

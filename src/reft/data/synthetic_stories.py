@@ -80,6 +80,34 @@ class StoryFamily:
         lines = [line.format(**values) for line in template.cot]
         return template.sentence.format(**values), lines, code, new_var
 
+    def compact_line(self, steps: list[Step], context: dict[str, str]) -> str:
+        """The whole computation as one N-CoT line: the last step's result line, its value written
+        as the expression of every earlier step ("It is (12 / 3) + 8 = 12 km away.").
+
+        `context` is the last step's (words, prev, next), as `tell` received it.
+        """
+        expression = str(steps[0].before)
+        for step in steps[:-1]:
+            expression = f"({_step_expression(expression, step)})"
+        last = steps[-1]
+        values = {**context, "v": expression, "r": last.after}
+        if len(last.operands) == 1:
+            values["x"] = last.operands[0]
+        else:
+            values["a"], values["b"] = last.operands
+            values["p"] = f"{last.operands[0]} * {last.operands[1]}"
+        return self.ops[last.op].cot[-1].format(**values)
+
+
+_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "add_product": "+", "sub_product": "-"}
+"""How each operation is written in an N-CoT expression."""
+
+
+def _step_expression(before: str, step: Step) -> str:
+    """`before` followed by the step's operation ("12 - 3", "12 + 4 * 5")."""
+    operands = " * ".join(str(operand) for operand in step.operands)
+    return f"{before} {_SYMBOLS[step.op]} {operands}"
+
 
 def _op(sentence: str, *cot: str, names: tuple[str, ...]) -> OpTemplate:
     return OpTemplate(sentence, tuple(cot), names)

@@ -28,6 +28,25 @@ class TaskConfig(SynthConfig):
     """Dev questions: every checkpoint choice and plateau decision is made on these."""
     test_size: int = 1000
     """Test questions: used for the final table only."""
+    train_eval_size: int = 500
+    """Training questions (the first ones) each method is also evaluated on, greedy, for the
+    generalisation table: accuracy on questions it trained on against unseen ones."""
+    shifted_size: int = 500
+    """Questions of the shifted split: test-split problems with `shifted_steps` more operations than
+    training ever has (min_steps = max_steps = max_steps + shifted_steps)."""
+    shifted_steps: int = 1
+    """How many more operations the shifted split's problems have than the longest training ones."""
+
+
+@dataclass
+class BaseTaskConfig(SynthConfig):
+    """The base stage's corpus (a stand-in for pretraining data): synthetic problems of the story
+    families the target task does not use, so the base never sees the target's questions."""
+
+    train_size: int = 20000
+    """Problems the base is trained on."""
+    dev_size: int = 300
+    """Problems of the same kind the base stage reports dev accuracy on."""
 
 
 @dataclass
@@ -43,7 +62,8 @@ class DemoConfig:
     resume: bool = False
     """Continue a demo in `out`: finished stages are kept, unfinished ones resume from checkpoints."""
     model: str = "preset:micro-llama"
-    """Model every method starts from (a preset is built from scratch with the seed)."""
+    """Model the base stage pretrains from scratch (a preset), or a pretrained model (a Hugging Face
+    name or path) that the warm-up starts from directly, with no base stage."""
     cot: CotKind = CotKind.nl
     """Chain-of-thought kind: nl (N-CoT) or python (P-CoT)."""
     workers: int = 2
@@ -52,8 +72,14 @@ class DemoConfig:
     """Samples per test question for voting@K and rerank@K."""
     task: TaskConfig = field(default_factory=TaskConfig)
     """The synthetic task (knobs of `reft data synth` and split sizes)."""
+    base_task: BaseTaskConfig = field(default_factory=BaseTaskConfig)
+    """The base stage's corpus (knobs of `reft data synth` and split sizes)."""
+    base_cache: str = ""
+    """Directory of built bases, one per settings key (default: ~/.cache/reft/demo_bases)."""
     common: dict[str, Any] = field(default_factory=dict)
     """Settings given to every training stage (dev_limit, eval cadence, generation length, ...)."""
+    base: dict[str, Any] = field(default_factory=dict)
+    """`reft sft` settings of the base stage (a preset model only), shared by every seed."""
     warmup: dict[str, Any] = field(default_factory=dict)
     """`reft sft` settings of the SFT warm-up that ReFT and self-training start from."""
     sft: dict[str, Any] = field(default_factory=dict)

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 
-from reft.demo.report import COLUMNS, LABELS, dev_curves
+from reft.demo.report import COLUMNS, LABELS, column_label, dev_curves
 from reft.demo.stages import METHODS
 
 TRAINING_PANELS = (
@@ -59,26 +59,19 @@ def plot_dev_accuracy(seed_dirs: list[Path], path: Path) -> Path:
 
 
 def plot_accuracy_bars(results: dict[str, Any], path: Path) -> Path:
-    """Test top-1 / voting@K / rerank@K per method, with the seed standard deviation as error bars."""
+    """Test top-1 / voting@K / rerank@K / pass@K per method, with the seed standard deviation as
+    error bars (the warm-up has top-1 only)."""
     methods = ("warmup", *METHODS)
-    width = 0.26
+    width = 0.8 / len(COLUMNS)
     figure, axis = plt.subplots(figsize=(9, 4.5))
     for offset, column in enumerate(COLUMNS):
-        xs = [
-            i + (offset - 1) * width
-            for i, m in enumerate(methods)
-            if column in results["methods"][m]
-        ]
-        means = [
-            100 * results["methods"][m][column] for m in methods if column in results["methods"][m]
-        ]
-        errors = [
-            100 * results["std"][m][column] for m in methods if column in results["methods"][m]
-        ]
-        name = {"top1": "top-1", "voting": f"voting@{results['k']}",
-                "rerank": f"rerank@{results['k']}"}[column]  # fmt: skip
-        axis.bar(xs, means, width, yerr=errors if len(results["seeds"]) > 1 else None, label=name,
-                 capsize=3)  # fmt: skip
+        shift = (offset - (len(COLUMNS) - 1) / 2) * width  # the group of bars centred on each tick
+        shown = [(i, m) for i, m in enumerate(methods) if column in results["methods"][m]]
+        xs = [i + shift for i, _ in shown]
+        means = [100 * results["methods"][m][column] for _, m in shown]
+        errors = [100 * results["std"][m][column] for _, m in shown]
+        axis.bar(xs, means, width, yerr=errors if len(results["seeds"]) > 1 else None,
+                 label=column_label(column, results["k"]), capsize=3)  # fmt: skip
     axis.set_xticks(range(len(methods)), [LABELS[m] for m in methods], fontsize=8, rotation=10)
     axis.set_ylabel("test accuracy (%)")
     axis.legend(fontsize=8)

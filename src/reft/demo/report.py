@@ -1,7 +1,8 @@
 """The demo's outputs: results.json, report.md, and PNG figures, from the stages' own files.
 
-Everything here reads what the `reft` commands wrote (eval/<method>/results.json, <stage>/metrics.jsonl,
-<stage>.done.json), so a report can be rebuilt from a finished output directory.
+Everything here reads what the `reft` commands wrote (eval/<method>/results.json, the greedy
+eval_train/<method>/ and eval_shifted/<method>/results.json, <stage>/metrics.jsonl, <stage>.done.json),
+so a report can be rebuilt from a finished output directory.
 """
 
 from __future__ import annotations
@@ -23,19 +24,50 @@ LABELS = {
     "offline_self_training": "Offline self-training",
     "online_self_training": "Online self-training",
 }
-COLUMNS = ("top1", "voting", "rerank")
+COLUMNS = ("top1", "voting", "rerank", "pass")
+"""The main table's test columns: greedy top-1, then over K samples majority voting, the reward
+model's pick, and pass@K (any sample right: the ceiling that voting and rerank choose under)."""
+GENERALISATION_SPLITS = {"train": "eval_train", "test": "eval", "shifted": "eval_shifted"}
+"""Each generalisation column's greedy top-1 and the folder of the evals it is read from."""
+GENERALISATION_COLUMNS = (*GENERALISATION_SPLITS, "gap")
+"""The generalisation table's columns; `gap` is train - test (memorisation of trained questions)."""
+
+
+def column_label(column: str, k: int) -> str:
+    """A main-table column's heading ("Voting@8")."""
+    return {"top1": "Top-1", "voting": f"Voting@{k}", "rerank": f"Rerank@{k}",
+            "pass": f"Pass@{k}"}[column]  # fmt: skip
 
 
 def seed_results(seed_dir: Path, k: int) -> dict[str, dict[str, float]]:
-    """{method: {top1, voting, rerank}} for one seed (the warm-up has top1 only)."""
+    """{method: {top1, voting, rerank, pass}} for one seed (the warm-up has top1 only)."""
     methods: dict[str, dict[str, float]] = {}
     for method in ("warmup", *METHODS):
-        metrics = json.loads((seed_dir / "eval" / method / "results.json").read_text())["metrics"]
+        metrics = _eval_metrics(seed_dir / "eval" / method)
         row = {"top1": metrics["top1"]}
         if method != "warmup":
-            row |= {"voting": metrics[f"voting@{k}"], "rerank": metrics[f"rerank@{k}"]}
+            row |= {"voting": metrics[f"voting@{k}"], "rerank": metrics[f"rerank@{k}"],
+                    "pass": metrics[f"pass@{k}"]}  # fmt: skip
         methods[method] = row
     return methods
+
+
+def seed_generalisation(seed_dir: Path) -> dict[str, dict[str, float]]:
+    """{method: {train, test, shifted, gap}} for one seed: greedy top-1 on the method's own first
+    training questions, on the test split and on the shifted split, and train - test.
+
+    A split whose eval is missing (a demo run before these evals existed) is left out of the row,
+    so such a directory still gets a report, with "–" in that column.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for method in ("warmup", *METHODS):
+        row = {split: _eval_metrics(seed_dir / folder / method)["top1"]
+               for split, folder in GENERALISATION_SPLITS.items()
+               if (seed_dir / folder / method / "results.json").exists()}  # fmt: skip
+        if "train" in row and "test" in row:
+            row["gap"] = row["train"] - row["test"]
+        table[method] = row
+    return table
 
 
 def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:
@@ -84,13 +116,16 @@ def dev_curves(seed_dir: Path) -> dict[str, list[tuple[float, float]]]:
 
 
 def aggregate(per_seed: dict[int, dict[str, dict[str, float]]]) -> tuple[dict, dict]:
-    """Mean and (sample) standard deviation over seeds of every method and column."""
+    """Mean and (sample) standard deviation over seeds of every method and column (a column missing
+    from some seed is left out rather than averaged over fewer seeds)."""
     seeds = list(per_seed)
     means: dict[str, dict[str, float]] = {}
     stds: dict[str, dict[str, float]] = {}
     for method, row in per_seed[seeds[0]].items():
         means[method], stds[method] = {}, {}
         for column in row:
+            if any(column not in per_seed[seed][method] for seed in seeds):
+                continue
             values = [per_seed[seed][method][column] for seed in seeds]
             means[method][column] = statistics.fmean(values)
             stds[method][column] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -102,8 +137,10 @@ def build_results(
 ) -> dict[str, Any]:
     """The demo's results.json document."""
     per_seed = {seed: seed_results(out_dir / f"seed_{seed}", k) for seed in seeds}
+    generalisation = {seed: seed_generalisation(out_dir / f"seed_{seed}") for seed in seeds}
     budgets = {seed: seed_budgets(out_dir / f"seed_{seed}") for seed in seeds}
     means, stds = aggregate(per_seed)
+    generalisation_means, generalisation_stds = aggregate(generalisation)
     budget_seconds = {
         method: statistics.fmean(budgets[seed][method]["total_seconds"] for seed in seeds)
         for method in ("warmup", *METHODS)
@@ -116,6 +153,9 @@ def build_results(
         "methods": means,
         "std": stds,
         "per_seed": {str(seed): per_seed[seed] for seed in seeds},
+        "generalisation": generalisation_means,
+        "generalisation_std": generalisation_stds,
+        "generalisation_per_seed": {str(seed): generalisation[seed] for seed in seeds},
         "budget_seconds": budget_seconds,
         "budgets": {str(seed): budgets[seed] for seed in seeds},
         "machine": _machine(),
@@ -124,15 +164,29 @@ def build_results(
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """The paper-style Markdown table: rows are methods, columns top-1 / voting@K / rerank@K."""
+    """The paper-style Markdown table: rows are methods, columns top-1 / voting@K / rerank@K /
+    pass@K and the budget."""
     k, several = results["k"], len(results["seeds"]) > 1
-    header = f"| Method | Top-1 | Voting@{k} | Rerank@{k} | Budget (s, incl. warm-up) |"
-    lines = [header, "|---|---|---|---|---|"]
+    headings = [column_label(column, k) for column in COLUMNS]
+    lines = [f"| Method | {' | '.join(headings)} | Budget (s, incl. warm-up) |",
+             "|---" * (len(COLUMNS) + 2) + "|"]  # fmt: skip
     for method in ("warmup", *METHODS):
-        mean, std = results["methods"][method], results["std"][method]
-        cells = [_percent(mean[c], std[c], several) if c in mean else "–" for c in COLUMNS]
+        cells = _cells(results["methods"][method], results["std"][method], COLUMNS, several)
         budget = f"{results['budget_seconds'][method]:.0f}"
         lines.append(f"| {LABELS[method]} | {' | '.join(cells)} | {budget} |")
+    return "\n".join(lines)
+
+
+def generalisation_table(results: dict[str, Any]) -> str:
+    """Greedy accuracy per method on its own training questions, the test split and the shifted
+    split, and the train - test gap (in percentage points)."""
+    several = len(results["seeds"]) > 1
+    lines = ["| Method | Own training questions | Test | Shifted split | Train − test (points) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for method in ("warmup", *METHODS):
+        mean, std = results["generalisation"][method], results["generalisation_std"][method]
+        cells = _cells(mean, std, GENERALISATION_COLUMNS, several)
+        lines.append(f"| {LABELS[method]} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -165,7 +219,14 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
         "",
         "Each method is evaluated at its best dev checkpoint (the warm-up at its last); the test split "
         "is used for this table only. Rerank uses an outcome reward model trained on samples of the "
-        "SFT baseline on the training questions.",
+        f"SFT baseline on the training questions. Pass@{results['k']}: any of the K samples is right "
+        "(the ceiling that voting and rerank choose under).",
+        "",
+        f"## Generalisation: greedy accuracy (%){spread}",
+        "",
+        generalisation_table(results),
+        "",
+        generalisation_note(results["config"]["task"]),
         "",
         "## Figures",
         "",
@@ -180,8 +241,31 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
     return path
 
 
+def generalisation_note(task: dict[str, Any]) -> str:
+    """What the generalisation table's columns hold, from the demo's task settings."""
+    longer = task["max_steps"] + task["shifted_steps"]
+    trained = min(task["train_eval_size"], task["train_size"])  # a longer `limit` takes all
+    return (
+        f"Own training questions: the first {trained} training questions, which "
+        f"every method trained on. Test: the test split (the Top-1 column above). Shifted split: "
+        f"{task['shifted_size']} unseen questions with {longer} operations each, "
+        f"{task['shifted_steps']} more than any training question. Same checkpoints as above. "
+        "A large train − test gap points to memorised training questions rather than a learnt skill."
+    )
+
+
+def _cells(mean: dict[str, float], std: dict[str, float], columns: tuple[str, ...],
+           several: bool) -> list[str]:  # fmt: skip
+    """Percent cells of a table row; "–" where a method has no such column."""
+    return [_percent(mean[c], std[c], several) if c in mean else "–" for c in columns]
+
+
 def _percent(mean: float, std: float, several: bool) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if several else f"{100 * mean:.1f}"
+
+
+def _eval_metrics(eval_dir: Path) -> dict[str, Any]:
+    return json.loads((eval_dir / "results.json").read_text())["metrics"]
 
 
 def _stage_seconds(seed_dir: Path, name: str) -> float:

@@ -13,9 +13,10 @@ from typing import Any
 from reft.config import config_to_dict, save_config
 from reft.data.loaders import write_examples
 from reft.data.synthetic import SynthConfig, generate_examples
+from reft.demo.base import BasePlan, plan_base
 from reft.demo.config import DemoConfig
 from reft.demo.report import build_results, results_table, write_report
-from reft.demo.runner import StageRunner
+from reft.demo.runner import StageRunner, done_marker
 from reft.demo.stages import plan_stages
 from reft.files import write_json_atomic
 
@@ -37,13 +38,15 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
     save_config(config, out_dir / "demo.yaml")
     data_dir = write_task(config, out_dir / "data")
     command = command or shlex.join(["reft", "demo", *sys.argv[2:]])
+    base = build_base(config, out_dir)
     for seed in seeds:
         seed_dir = out_dir / f"seed_{seed}"
-        stages = plan_stages(config, seed, seed_dir, data_dir)
+        stages = plan_stages(config, seed, seed_dir, data_dir, base.start)
         seed_dir.mkdir(parents=True, exist_ok=True)
         (seed_dir / "commands.sh").write_text(
-            "#!/usr/bin/env bash\n# The stages of this seed, in dependency order.\nset -e\n"
-            + "\n".join(stage.command_line() for stage in stages) + "\n"
+            "#!/usr/bin/env bash\n# The stages of this seed, in dependency order (the base is shared "
+            "by every seed and cached).\nset -e\n"
+            + "\n".join([*base.command_lines(), *(stage.command_line() for stage in stages)]) + "\n"
         )  # fmt: skip
         print(f"seed {seed}: {len(stages)} stages, {config.workers} at a time -> {seed_dir}")
         StageRunner(stages, seed_dir / "logs", config.workers, label=f"[seed {seed}] ").run()
@@ -56,16 +59,41 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
     return results
 
 
+def build_base(config: DemoConfig, out_dir: Path) -> BasePlan:
+    """The shared pretrained start: built with every core unless its cache already holds it."""
+    base = plan_base(config)
+    if base.stage is not None:
+        cached = done_marker(base.stage).exists()
+        print(f"base: {'cached' if cached else 'building'} in {base.stage.out_dir.parent}")
+        records = StageRunner([base.stage], base.stage.out_dir.parent / "logs", 1, "[base] ").run()
+        write_json_atomic(out_dir / "base.json", {"dir": str(base.stage.out_dir.parent),
+                                                  "start": base.start, "cached": cached,
+                                                  "seconds": records["base"].seconds})  # fmt: skip
+    return base
+
+
 def write_task(config: DemoConfig, data_dir: Path) -> Path:
-    """The synthetic train/dev/test files (the same for every seed; kept when they already exist)."""
+    """The synthetic train/dev/test files and shifted.json (the same for every seed; each kept when
+    it already exists).
+
+    shifted.json holds test-split problems with `shifted_steps` more operations than the longest
+    training problem (every other knob unchanged): the generalisation table's out-of-distribution
+    column. Different step counts give different signatures, so none repeats a test problem.
+    """
     knobs = {f.name: getattr(config.task, f.name) for f in dataclasses.fields(SynthConfig)}
     synth = SynthConfig(**knobs)
-    sizes = {"train": config.task.train_size, "dev": config.task.dev_size,
-             "test": config.task.test_size}  # fmt: skip
-    for split, size in sizes.items():
-        path = data_dir / f"{split}.json"
+    longer = config.task.max_steps + config.task.shifted_steps
+    shifted = dataclasses.replace(synth, min_steps=longer, max_steps=longer)
+    files = {
+        "train": (synth, "train", config.task.train_size),
+        "dev": (synth, "dev", config.task.dev_size),
+        "test": (synth, "test", config.task.test_size),
+        "shifted": (shifted, "test", config.task.shifted_size),
+    }
+    for name, (synth_config, split, size) in files.items():
+        path = data_dir / f"{name}.json"
         if not path.exists():
-            write_examples(path, generate_examples(synth, split, size, config.cot))
+            write_examples(path, generate_examples(synth_config, split, size, config.cot))
     save_config(synth, data_dir / "task.yaml")
     return data_dir
 

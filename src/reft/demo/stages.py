@@ -45,8 +45,11 @@ class Stage:
         return " ".join(["reft", *(_quote(arg) for arg in self.argv)])
 
 
-def plan_stages(config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path) -> list[Stage]:
-    """Every stage of one seed's comparison, in an order that respects `needs`."""
+def plan_stages(
+    config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path, start: str | None = None
+) -> list[Stage]:
+    """Every stage of one seed's comparison, in an order that respects `needs`; the warm-up starts
+    from `start` (the shared base's checkpoint; default: `config.model`)."""
     data = {
         "train_data": str(data_dir / "train.json"),
         "dev_data": str(data_dir / "dev.json"),
@@ -59,12 +62,12 @@ def plan_stages(config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path) -
                  needs: tuple[str, ...], starts_from: str | None) -> Stage:  # fmt: skip
         out_dir = seed_dir / name
         settings = {**data, **config.common, **defaults, **section, "out_dir": str(out_dir)}
-        return Stage(name, [*command, *_overrides(settings)], out_dir, needs,
+        return Stage(name, [*command, *as_overrides(settings)], out_dir, needs,
                      starts_from=starts_from, settings=settings)  # fmt: skip
 
     from_warmup = {"model": warmup_ckpt}
     stages = [
-        training("warmup", ["sft"], {"model": config.model}, config.warmup, (), None),
+        training("warmup", ["sft"], {"model": start or config.model}, config.warmup, (), None),
         training("sft", ["sft"], from_warmup, config.sft, ("warmup",), "warmup"),
         training("reft", ["train"], from_warmup, config.reft, ("warmup",), "warmup"),
         training("offline_self_training", ["self-train"],
@@ -79,19 +82,22 @@ def plan_stages(config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path) -
     ]  # fmt: skip
     test = {"dataset": str(data_dir / "test.json"), "cot": config.cot.value, "seed": seed}
     for method in ("warmup", *METHODS):
-        checkpoint = seed_dir / method / ("final" if method == "warmup" else "best")
+        checkpoint = _eval_checkpoint(seed_dir, method)
         ranking = {} if method == "warmup" else {
             "k": config.k, "rerank": str(seed_dir / "reward_model" / "best")
         }  # fmt: skip
         settings = {**test, **config.eval, **ranking, "model": str(checkpoint),
                     "out_dir": str(seed_dir / "eval" / method)}  # fmt: skip
         needs = (method,) if method == "warmup" else (method, "reward_model")
-        stages.append(Stage(f"eval_{method}", ["eval", *_overrides(settings)],
+        stages.append(Stage(f"eval_{method}", ["eval", *as_overrides(settings)],
                             seed_dir / "eval" / method, needs, trains=False, settings=settings))  # fmt: skip
+    # Greedy evals for the generalisation table, listed last: the test evals run first when both wait.
+    for method in ("warmup", *METHODS):
+        stages += _generalisation_evals(config, seed, seed_dir, data_dir, method)
     return stages
 
 
-def _overrides(settings: dict[str, Any]) -> list[str]:
+def as_overrides(settings: dict[str, Any]) -> list[str]:
     """`key=value` arguments; lists and dicts in OmegaConf's dotlist syntax."""
     return [f"{key}={_format_value(value)}" for key, value in settings.items()]
 
@@ -109,3 +115,34 @@ def _format_value(value: Any) -> str:
 def _quote(arg: str) -> str:
     safe = all(ch.isalnum() or ch in "=_-./:,@+" for ch in arg)
     return arg if safe else "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _eval_checkpoint(seed_dir: Path, method: str) -> Path:
+    """The checkpoint a method is evaluated at: its best dev checkpoint (the warm-up's last)."""
+    return seed_dir / method / ("final" if method == "warmup" else "best")
+
+
+def _generalisation_evals(
+    config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path, method: str
+) -> list[Stage]:
+    """`evaltrain_<method>` and `evalshift_<method>`: greedy top-1 of `method`, at the checkpoint its
+    test eval uses, on the first `train_eval_size` training questions and on the shifted split.
+
+    Greedy only (k=0, no reranker): the generalisation table compares top-1, and these evals stay
+    cheap beside the test eval's K samples.
+    """
+    greedy = {key: value for key, value in config.eval.items() if key not in ("k", "rerank")}
+    common = {"cot": config.cot.value, "seed": seed, **greedy, "k": 0,
+              "model": str(_eval_checkpoint(seed_dir, method))}  # fmt: skip
+    splits = {
+        "evaltrain": ("eval_train", {"dataset": str(data_dir / "train.json"),
+                                     "limit": config.task.train_eval_size}),
+        "evalshift": ("eval_shifted", {"dataset": str(data_dir / "shifted.json")}),
+    }  # fmt: skip
+    stages = []
+    for prefix, (folder, data) in splits.items():
+        out_dir = seed_dir / folder / method
+        settings = {**common, **data, "out_dir": str(out_dir)}  # data last: its limit wins
+        stages.append(Stage(f"{prefix}_{method}", ["eval", *as_overrides(settings)], out_dir,
+                            (method,), trains=False, settings=settings))  # fmt: skip
+    return stages

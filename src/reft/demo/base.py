@@ -1,0 +1,110 @@
+"""The demo's pretrained start: a stand-in for pretraining, built once and shared by every seed.
+
+The paper starts every method from one pretrained LLM, whose short SFT warm-up already computes and
+has not memorised its training questions. A tiny model trained from scratch on the demo's 1,000
+questions only computes after it has memorised them, so RL there has nothing to generalise
+(README "The demo"). The base stage closes that gap: `reft sft` from the preset on a corpus of story
+families the target task never uses, so the base knows arithmetic and the solution format but not
+the target's wording (it solves few target questions zero-shot), as a pretrained LLM knows maths but
+not GSM8K's format.
+
+A base is keyed by everything that decides its weights (model, CoT kind, corpus knobs, `reft sft`
+settings), and lives in `base_cache/<key>/`: `--seeds 0,1,2`, reruns and other output directories
+reuse it. A model that is not a preset is taken as already pretrained: no base stage is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from reft.config import config_to_dict, save_config
+from reft.data.loaders import write_examples
+from reft.data.synthetic import SynthConfig, generate_examples
+from reft.demo.config import DemoConfig
+from reft.demo.stages import Stage, as_overrides
+
+PRESET_PREFIX = "preset:"
+BASE_FORMAT = 1
+"""Part of the cache key: raise it when the way a base is built changes."""
+
+
+@dataclass
+class BasePlan:
+    """Where the warm-up starts, and the stage that builds that start when it is not cached."""
+
+    start: str
+    """The model the warm-up starts from: the base's last checkpoint, or `model` itself."""
+    stage: Stage | None = None
+    """The base stage (None: the model is already pretrained)."""
+    data_dir: Path | None = None
+    """The base corpus directory (train.json, dev.json, task.yaml)."""
+
+    def command_lines(self) -> list[str]:
+        """The shell lines that build the base by hand (empty for a pretrained model)."""
+        if self.stage is None or self.data_dir is None:
+            return []
+        synth = [
+            f"reft data synth --config {self.data_dir / 'task.yaml'} --split {split} "
+            f"--n {len(json.loads((self.data_dir / f'{split}.json').read_text()))} "
+            f"--out {self.data_dir / f'{split}.json'}"
+            for split in ("train", "dev")
+        ]
+        return [*synth, self.stage.command_line()]
+
+
+def default_base_cache() -> Path:
+    """`$XDG_CACHE_HOME/reft/demo_bases` (or ~/.cache/reft/demo_bases)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "reft" / "demo_bases"
+
+
+def base_key(config: DemoConfig) -> str:
+    """A short hash of every setting that decides the base's weights."""
+    settings = {
+        "format": BASE_FORMAT,
+        "model": config.model,
+        "cot": config.cot.value,
+        "corpus": config_to_dict(config.base_task),
+        "sft": {**config.common, **config.base},
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def plan_base(config: DemoConfig) -> BasePlan:
+    """The base stage of `config` (its corpus written on disk), or the pretrained model as start."""
+    if not config.model.startswith(PRESET_PREFIX):
+        return BasePlan(start=config.model)
+    cache = Path(config.base_cache) if config.base_cache else default_base_cache()
+    base_dir = cache / base_key(config)
+    data_dir = write_base_corpus(config, base_dir / "data")
+    out_dir = base_dir / "model"
+    settings = {
+        "model": config.model,
+        "train_data": str(data_dir / "train.json"),
+        "dev_data": str(data_dir / "dev.json"),
+        "cot": config.cot.value,
+        **config.common,
+        **config.base,
+        "out_dir": str(out_dir),
+    }
+    stage = Stage("base", ["sft", *as_overrides(settings)], out_dir, settings=settings)
+    return BasePlan(start=str(out_dir / "final"), stage=stage, data_dir=data_dir)
+
+
+def write_base_corpus(config: DemoConfig, data_dir: Path) -> Path:
+    """The base corpus (train and dev splits), written once: `reft data synth` with its knobs."""
+    knobs = {f.name: getattr(config.base_task, f.name) for f in dataclasses.fields(SynthConfig)}
+    synth = SynthConfig(**knobs)
+    sizes = {"train": config.base_task.train_size, "dev": config.base_task.dev_size}
+    for split, size in sizes.items():
+        path = data_dir / f"{split}.json"
+        if not path.exists():
+            write_examples(path, generate_examples(synth, split, size, config.cot))
+    save_config(synth, data_dir / "task.yaml")
+    return data_dir

@@ -1,0 +1,153 @@
+"""`reft demo`'s generalisation table and pass@K: the shifted split, the greedy eval stages, and the
+report rebuilt from hand-written finished seed directories (no model is trained)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from reft.config import config_to_dict, load_config
+from reft.data.synthetic import SynthConfig, generate_problems
+from reft.demo.config import DemoConfig
+from reft.demo.report import build_results, generalisation_table, results_table, write_report
+from reft.demo.run import write_task
+from reft.demo.stages import METHODS, plan_stages
+
+K = 8
+TEST = {"warmup": (0.30, 0.40), **{m: (0.50, 0.60) for m in METHODS}}
+"""Greedy test top-1 of each method on seeds 0 and 1."""
+TRAIN = {"warmup": (0.45, 0.55), **{m: (0.70, 0.80) for m in METHODS}}
+"""Greedy top-1 on the method's own first training questions, seeds 0 and 1."""
+SHIFTED = {"warmup": (0.10, 0.10), **{m: (0.20, 0.40) for m in METHODS}}
+"""Greedy top-1 on the shifted split, seeds 0 and 1."""
+
+
+def demo_config(quick: bool = False, overrides: tuple[str, ...] = ()) -> DemoConfig:
+    return load_config(DemoConfig, DemoConfig(quick=quick).recipe_files(), list(overrides))
+
+
+def _write_eval(eval_dir: Path, metrics: dict[str, float]) -> None:
+    eval_dir.mkdir(parents=True)
+    (eval_dir / "results.json").write_text(json.dumps({"metrics": {"questions": 10, **metrics}}))
+
+
+def _finished_demo(out_dir: Path, seeds: tuple[int, ...] = (0, 1)) -> None:
+    """Seed directories as a finished demo leaves them: the eval results and the done markers."""
+    for index, seed in enumerate(seeds):
+        seed_dir = out_dir / f"seed_{seed}"
+        for method in ("warmup", *METHODS):
+            top1 = TEST[method][index]
+            ranked = {} if method == "warmup" else {
+                f"voting@{K}": top1 + 0.05, f"rerank@{K}": top1 + 0.1, f"pass@{K}": top1 + 0.3
+            }  # fmt: skip
+            _write_eval(seed_dir / "eval" / method, {"top1": top1, **ranked})
+            _write_eval(seed_dir / "eval_train" / method, {"top1": TRAIN[method][index]})
+            _write_eval(seed_dir / "eval_shifted" / method, {"top1": SHIFTED[method][index]})
+            (seed_dir / f"{method}.done.json").write_text(json.dumps({"record": {"seconds": 60}}))
+
+
+def test_shifted_split_has_one_more_step_than_training_and_is_kept(tmp_path):
+    sizes = ("task.train_size=20", "task.dev_size=5", "task.test_size=5", "task.shifted_size=12")
+    config = demo_config(overrides=sizes)
+    data_dir = write_task(config, tmp_path / "data")
+    shifted = json.loads((data_dir / "shifted.json").read_text())
+    assert len(shifted) == 12
+    knobs = {f.name: getattr(config.task, f.name) for f in dataclasses.fields(SynthConfig)}
+    longer = config.task.max_steps + config.task.shifted_steps
+    expected = generate_problems(
+        SynthConfig(**{**knobs, "min_steps": longer, "max_steps": longer}), "test", 12
+    )
+    assert [p.question for p in expected] == [item["question"] for item in shifted]
+    assert all(len(p.steps) == config.task.max_steps + 1 for p in expected)
+    test = {item["question"] for item in json.loads((data_dir / "test.json").read_text())}
+    assert not test & {item["question"] for item in shifted}  # unseen questions
+    (data_dir / "shifted.json").write_text("[]\n")  # an existing file is kept, not regenerated
+    write_task(config, data_dir)
+    assert (data_dir / "shifted.json").read_text() == "[]\n"
+
+
+def test_generalisation_evals_are_greedy_reft_eval_commands(tmp_path):
+    from reft.cli import build_parser
+    from reft.config import config_from_args
+    from reft.evaluate.config import EvalConfig
+
+    config = demo_config()
+    seed_dir = tmp_path / "seed_0"
+    stages = {s.name: s for s in plan_stages(config, 0, seed_dir, tmp_path / "data")}
+    assert len({s.out_dir for s in stages.values()}) == len(stages)  # no two share a done marker
+    for method in ("warmup", *METHODS):
+        test_model = stages[f"eval_{method}"].settings["model"]
+        for name, folder, dataset, limit in (
+            (f"evaltrain_{method}", "eval_train", "train.json", config.task.train_eval_size),
+            (f"evalshift_{method}", "eval_shifted", "shifted.json", 0),
+        ):
+            stage = stages[name]
+            resolved = config_from_args(EvalConfig, build_parser().parse_args(stage.argv))
+            assert stage.argv[0] == "eval" and not stage.trains
+            assert stage.needs == (method,)  # greedy: no reward model to wait for
+            assert (resolved.k, resolved.rerank, resolved.limit) == (0, None, limit)
+            assert Path(resolved.dataset).name == dataset
+            assert resolved.model == test_model  # the checkpoint its test eval uses
+            assert resolved.out_dir == str(seed_dir / folder / method) == str(stage.out_dir)
+            assert resolved.seed == 0 and resolved.cot is config.cot
+
+
+def test_build_results_generalisation_and_pass_at_k(tmp_path):
+    _finished_demo(tmp_path)
+    results = build_results(config_to_dict(demo_config()), [0, 1], tmp_path, K)
+    json.dumps(results, allow_nan=False)  # results.json stays plain JSON
+    reft = results["generalisation"]["reft"]
+    assert reft == pytest.approx({"train": 0.75, "test": 0.55, "shifted": 0.30, "gap": 0.20})
+    spread = results["generalisation_std"]["reft"]
+    assert spread == pytest.approx({"train": 0.0707107, "test": 0.0707107, "shifted": 0.1414214,
+                                    "gap": 0.0}, abs=1e-6)  # fmt: skip
+    per_seed = results["generalisation_per_seed"]
+    assert per_seed["1"]["reft"]["shifted"] == 0.40
+    assert per_seed["0"]["warmup"]["gap"] == pytest.approx(0.15)
+    assert results["methods"]["reft"]["pass"] == pytest.approx(0.85)
+    assert results["per_seed"]["0"]["sft"]["pass"] == pytest.approx(0.80)
+    assert set(results["methods"]["warmup"]) == {"top1"}  # greedy only: no pass@K
+
+
+def test_report_tables_show_pass_at_k_and_generalisation(tmp_path):
+    _finished_demo(tmp_path)
+    results = build_results(config_to_dict(demo_config()), [0, 1], tmp_path, K)
+    main = results_table(results).splitlines()
+    assert (
+        main[0] == "| Method | Top-1 | Voting@8 | Rerank@8 | Pass@8 | Budget (s, incl. warm-up) |"
+    )
+    assert main[1] == "|---|---|---|---|---|---|"
+    assert main[2] == "| SFT warm-up | 35.0 ± 7.1 | – | – | – | 60 |"
+    assert main[4] == "| ReFT | 55.0 ± 7.1 | 60.0 ± 7.1 | 65.0 ± 7.1 | 85.0 ± 7.1 | 120 |"
+    table = generalisation_table(results).splitlines()
+    assert table[0].startswith("| Method | Own training questions | Test | Shifted split |")
+    assert table[2] == "| SFT warm-up | 50.0 ± 7.1 | 35.0 ± 7.1 | 10.0 ± 0.0 | 15.0 ± 0.0 |"
+    assert table[4] == "| ReFT | 75.0 ± 7.1 | 55.0 ± 7.1 | 30.0 ± 14.1 | 20.0 ± 0.0 |"
+    report = write_report(results, tmp_path, [], "reft demo --seeds 0,1").read_text()
+    assert "\n".join(main) in report and "\n".join(table) in report
+    task = results["config"]["task"]
+    longer, more = task["max_steps"] + task["shifted_steps"], task["shifted_steps"]
+    assert f"with {longer} operations each, {more} more than any training question" in report
+
+
+def test_report_of_a_demo_without_generalisation_evals(tmp_path):
+    """A directory from before the greedy evals existed still rebuilds, with "–" in their columns."""
+    _finished_demo(tmp_path, seeds=(0,))
+    for folder in ("eval_train", "eval_shifted"):
+        for method in ("warmup", *METHODS):
+            (tmp_path / "seed_0" / folder / method / "results.json").unlink()
+    results = build_results(config_to_dict(demo_config()), [0], tmp_path, K)
+    assert results["generalisation"]["reft"] == {"test": 0.50}
+    assert generalisation_table(results).splitlines()[4] == "| ReFT | – | 50.0 | – | – |"
+
+
+def test_accuracy_bars_plot_four_columns(tmp_path):
+    from reft.demo.plots import plot_accuracy_bars
+
+    _finished_demo(tmp_path)
+    results = build_results(config_to_dict(demo_config()), [0, 1], tmp_path, K)
+    path = plot_accuracy_bars(results, tmp_path / "accuracy.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -25,6 +25,7 @@ from pathlib import Path
 from reft.config import config_to_dict, save_config
 from reft.data.loaders import write_examples
 from reft.data.synthetic import SynthConfig, generate_examples
+from reft.data.synthetic_stories import FAMILIES
 from reft.demo.config import DemoConfig
 from reft.demo.stages import Stage, as_overrides
 
@@ -88,6 +89,7 @@ def plan_base(config: DemoConfig) -> BasePlan:
         "model": config.model,
         "train_data": str(data_dir / "train.json"),
         "dev_data": str(data_dir / "dev.json"),
+        "preset_tokenizer_data": str(data_dir / "tokenizer.json"),
         "cot": config.cot.value,
         **config.common,
         **config.base,
@@ -106,5 +108,12 @@ def write_base_corpus(config: DemoConfig, data_dir: Path) -> Path:
         path = data_dir / f"{split}.json"
         if not path.exists():
             write_examples(path, generate_examples(synth, split, size, config.cot))
+    # The tokenizer's text covers every story family's words, as a pretrained tokenizer covers
+    # English: drawn from the dev hash buckets, so it never holds a training question of any task.
+    path = data_dir / "tokenizer.json"
+    if not path.exists():
+        wording = dataclasses.replace(synth, families=sorted(FAMILIES))
+        write_examples(path, generate_examples(wording, "dev", config.base_task.tokenizer_size,
+                                               config.cot))  # fmt: skip
     save_config(synth, data_dir / "task.yaml")
     return data_dir

@@ -47,6 +47,8 @@ class BaseTaskConfig(SynthConfig):
     """Problems the base is trained on."""
     dev_size: int = 300
     """Problems of the same kind the base stage reports dev accuracy on."""
+    tokenizer_size: int = 3000
+    """Problems of every story family whose text (only) trains the base's tokenizer."""
 
 
 @dataclass

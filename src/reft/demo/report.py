@@ -158,9 +158,16 @@ def build_results(
         "generalisation_per_seed": {str(seed): generalisation[seed] for seed in seeds},
         "budget_seconds": budget_seconds,
         "budgets": {str(seed): budgets[seed] for seed in seeds},
+        "base": _base_record(out_dir),
         "machine": _machine(),
         "config": config,
     }
+
+
+def _base_record(out_dir: Path) -> dict[str, Any] | None:
+    """What `run_demo` recorded of the shared base (None: the model was already pretrained)."""
+    path = out_dir / "base.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -190,6 +197,13 @@ def generalisation_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _base_line(base: dict[str, Any] | None) -> str:
+    if base is None:
+        return "Start: the pretrained model itself (no base stage)."
+    how = "taken from the cache" if base["cached"] else f"built in {base['seconds']:.0f} s"
+    return f"Start: the shared base `{base['start']}`, {how} (one base for every seed and method)."
+
+
 def budgets_table(results: dict[str, Any]) -> str:
     """Steps, epochs and seconds of each method's own stage, per seed."""
     lines = ["| Seed | Method | Steps | Epochs | Own seconds | Seconds incl. warm-up |",
@@ -212,6 +226,7 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
         f"Command: `{command}`  ",
         f"Machine: {machine['cpus']} CPU cores, {machine['platform']}, torch {machine['torch']}  ",
         f"Seeds: {', '.join(map(str, seeds))}. Test questions: {results['config']['task']['test_size']}.",
+        _base_line(results.get("base")),
         "",
         f"## Test accuracy (%){spread}",
         "",

@@ -1,14 +1,17 @@
 """The demo's stage graph for one seed. Every stage is one ordinary `reft` command, so the demo is a
 script a user could type, and `commands.sh` in the output directory is exactly that script.
 
+    (base, shared and cached: reft.demo.base)
+      |
     warmup --+--> sft -------------> reward_model --+
              +--> reft                              +--> eval_<method> (test split)
              +--> offline_self_training             |
-             +--> online_self_training -------------+
+             +--> online_self_training -------------+--> evaltrain_<method>, evalshift_<method>
 
 ReFT and both self-training baselines start from the warm-up's last checkpoint; the SFT baseline
 continues SFT from the same checkpoint until its dev accuracy plateaus. Each method is evaluated at
-its best dev checkpoint; the warm-up at its last.
+its best dev checkpoint (the warm-up at its last): on the test split (top-1, voting@K, rerank@K,
+pass@K), and greedily on its own training questions and on the shifted split (generalisation).
 """
 
 from __future__ import annotations

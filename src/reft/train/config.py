@@ -52,6 +52,10 @@ class TrainConfig:
     """Remove GSM8K <<a*b=c>> calculator marks from gold chains of thought."""
     preset_vocab_size: int = 1024
     """Vocabulary size of the tokenizer trained for a preset:NAME model."""
+    preset_tokenizer_data: str | None = None
+    """Dataset whose prompts and gold solutions train a preset:NAME model's tokenizer, as a
+    pretrained model's tokenizer is trained on broader text than its fine-tuning data (null: the
+    training data)."""
     dtype: str = "float32"
     """Weights dtype: float32, bfloat16, float16 or auto."""
     mixed_precision: MixedPrecision = MixedPrecision.no

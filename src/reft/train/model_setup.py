@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from reft.data.example import Example
+from reft.data.loaders import load_dataset
 from reft.data.prompts import render_prompt, render_target
 from reft.models.load import load_causal_lm, load_tokenizer
 from reft.models.presets import init_tiny_checkpoint
@@ -24,8 +25,8 @@ def load_training_model(run: TrainingRun, examples: list[Example]) -> tuple[torc
     """(model, tokenizer) to train: resumed weights, `config.model` (any source `load_causal_lm`
     takes, a `.gguf` file included: its weights come unpacked), or a fresh preset.
 
-    A `preset:NAME` model gets a tokenizer trained on the prompts and gold solutions of `examples`;
-    the initial checkpoint is written to `out_dir/init` by the main process (others wait for it).
+    A `preset:NAME` model gets a tokenizer trained on the prompts and gold solutions of `examples`
+    (or of `config.preset_tokenizer_data`); the initial checkpoint is written to `out_dir/init` by the main process (others wait for it).
     """
     config = run.config
     source = run.model_source()
@@ -33,6 +34,8 @@ def load_training_model(run: TrainingRun, examples: list[Example]) -> tuple[torc
         init_dir = run.out_dir / "init"
         if run.is_main:
             shutil.rmtree(init_dir, ignore_errors=True)
+            if config.preset_tokenizer_data:
+                examples = load_dataset(config.preset_tokenizer_data)
             texts = [render_prompt(e.question) + render_target(e, config.cot) for e in examples]
             init_tiny_checkpoint(
                 source.removeprefix(PRESET_PREFIX),

@@ -117,3 +117,25 @@ def test_stop_epochs_keeps_the_long_schedule_and_links_final(tmp_path):
     assert (out / "final").resolve() == (
         out / "checkpoints" / f"step_{steps_per_epoch:06d}"
     ).resolve()
+
+
+def test_preset_tokenizer_is_trained_on_preset_tokenizer_data(tmp_path):
+    """A preset's tokenizer learns the words of `preset_tokenizer_data`, not only the training
+    data's: a word only the tokenizer corpus holds becomes one token."""
+    from transformers import AutoTokenizer
+
+    from reft.data.example import AnswerKind, Example
+    from reft.data.loaders import write_examples
+
+    word = "zorbletronic"
+    corpus = [Example(f"t{i}", f"The {word} box holds {i} cards.", str(i), AnswerKind.numeric,
+                      "synth", f"The {word} box holds {i} cards.") for i in range(300)]  # fmt: skip
+    write_examples(tmp_path / "tokenizer.json", corpus)
+    common = [*TINY, "max_steps=1", "dev_data=null"]
+    assert main(["sft", *common, f"out_dir={tmp_path / 'a'}",
+                 f"preset_tokenizer_data={tmp_path / 'tokenizer.json'}"]) == 0  # fmt: skip
+    assert main(["sft", *common, f"out_dir={tmp_path / 'b'}"]) == 0
+    with_corpus = AutoTokenizer.from_pretrained(tmp_path / "a" / "init")
+    without = AutoTokenizer.from_pretrained(tmp_path / "b" / "init")
+    assert len(with_corpus.tokenize(" " + word)) == 1
+    assert len(without.tokenize(" " + word)) > 1

@@ -148,3 +148,31 @@ def test_too_few_distinct_problems_is_an_error():
                          families=["ages"])  # fmt: skip
     with pytest.raises(ValueError, match="too few different problems"):
         generate_problems(config, "train", 50)
+
+
+def test_compact_annotations_hold_the_whole_computation_on_one_true_line():
+    """compact_prob=1: every problem with two or more calculations gets one result line whose
+    expression evaluates to the answer; compact_prob=0 draws exactly the items it drew before."""
+    knobs = {"seed": 4, "min_steps": 1, "max_steps": 3, "distractor_prob": 0.0}
+    plain = generate_problems(SynthConfig(**knobs), "train", 300)
+    assert generate_problems(SynthConfig(**knobs, compact_prob=0.0), "train", 300) == plain
+    compact = generate_problems(SynthConfig(**knobs, compact_prob=1.0), "train", 300)
+    several = 0
+    for problem in compact:
+        lines = problem.nl_cot.splitlines()
+        calculations = sum(len(step.operands) for step in problem.steps)
+        if calculations < 2:  # one calculation: nothing to compact
+            assert len(lines) == 2
+            continue
+        several += 1
+        assert len(lines) == 2, problem.nl_cot
+        left, right = lines[1].split(" = ")
+        expression = left[left.index(next(c for c in left if c.isdigit() or c == "(")) :]
+        assert eval(expression.replace("/", "//")) == problem.answer, lines[1]
+        assert right.split()[0] == str(problem.answer)
+    assert several > 100
+
+
+def test_compact_prob_is_checked():
+    with pytest.raises(ValueError, match="compact_prob"):
+        SynthConfig(compact_prob=1.5)

@@ -70,6 +70,7 @@ def base_key(config: DemoConfig) -> str:
         "format": BASE_FORMAT,
         "model": config.model,
         "cot": config.cot.value,
+        "threads": config.workers,
         "corpus": config_to_dict(config.base_task),
         "sft": {**config.common, **config.base},
     }

@@ -70,6 +70,17 @@ def seed_generalisation(seed_dir: Path) -> dict[str, dict[str, float]]:
     return table
 
 
+def seed_reward_model(seed_dir: Path) -> dict[str, float]:
+    """The reward model's last dev record: AUC, rerank@K and the oracle (pass@K) on its dev samples,
+    which tell whether reranking can beat voting at this scale."""
+    dev = [
+        r for r in _records(seed_dir / "reward_model" / "metrics.jsonl") if r.get("split") == "dev"
+    ]
+    keys = ("auc", "rerank", "oracle", "positive_rate")
+    # A metric is None when the dev samples hold one class only (tiny runs): left out.
+    return {key: dev[-1][key] for key in keys if dev and dev[-1].get(key) is not None}
+
+
 def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:
     """Each method's training budget: optimizer steps, epochs and wall-clock seconds of its own stage,
     and `total_seconds` including the warm-up it starts from."""
@@ -156,6 +167,9 @@ def build_results(
         "generalisation": generalisation_means,
         "generalisation_std": generalisation_stds,
         "generalisation_per_seed": {str(seed): generalisation[seed] for seed in seeds},
+        "reward_model_dev": {
+            str(seed): seed_reward_model(out_dir / f"seed_{seed}") for seed in seeds
+        },
         "budget_seconds": budget_seconds,
         "budgets": {str(seed): budgets[seed] for seed in seeds},
         "base": _base_record(out_dir),
@@ -197,6 +211,13 @@ def generalisation_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reward_model_line(per_seed: dict[str, dict[str, float]]) -> str:
+    rows = [f"seed {seed}: AUC {row['auc']:.2f}, rerank {100 * row['rerank']:.1f}% vs oracle "
+            f"{100 * row['oracle']:.1f}%" for seed, row in per_seed.items()
+            if {"auc", "rerank", "oracle"} <= set(row)]  # fmt: skip
+    return "Reward model on its dev samples (the SFT model's): " + ("; ".join(rows) or "–") + "."
+
+
 def _base_line(base: dict[str, Any] | None) -> str:
     if base is None:
         return "Start: the pretrained model itself (no base stage)."
@@ -236,6 +257,8 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
         "is used for this table only. Rerank uses an outcome reward model trained on samples of the "
         f"SFT baseline on the training questions. Pass@{results['k']}: any of the K samples is right "
         "(the ceiling that voting and rerank choose under).",
+        "",
+        _reward_model_line(results.get("reward_model_dev", {})),
         "",
         f"## Generalisation: greedy accuracy (%){spread}",
         "",

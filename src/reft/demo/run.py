@@ -49,7 +49,9 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
             + "\n".join([*base.command_lines(), *(stage.command_line() for stage in stages)]) + "\n"
         )  # fmt: skip
         print(f"seed {seed}: {len(stages)} stages, {config.workers} at a time -> {seed_dir}")
-        StageRunner(stages, seed_dir / "logs", config.workers, label=f"[seed {seed}] ").run()
+        # One thread per stage on any machine: the same command gives the same numbers everywhere.
+        StageRunner(stages, seed_dir / "logs", config.workers, label=f"[seed {seed}] ",
+                    threads=1).run()  # fmt: skip
     results = build_results(config_to_dict(config), seeds, out_dir, config.k)
     write_json_atomic(out_dir / "results.json", results)
     figures = write_figures(results, out_dir, seeds)
@@ -65,7 +67,10 @@ def build_base(config: DemoConfig, out_dir: Path) -> BasePlan:
     if base.stage is not None:
         cached = done_marker(base.stage).exists()
         print(f"base: {'cached' if cached else 'building'} in {base.stage.out_dir.parent}")
-        records = StageRunner([base.stage], base.stage.out_dir.parent / "logs", 1, "[base] ").run()
+        # The base runs alone, so it takes the threads of every worker (a part of its cache key).
+        runner = StageRunner([base.stage], base.stage.out_dir.parent / "logs", 1, "[base] ",
+                             threads=config.workers)  # fmt: skip
+        records = runner.run()
         write_json_atomic(out_dir / "base.json", {"dir": str(base.stage.out_dir.parent),
                                                   "start": base.start, "cached": cached,
                                                   "seconds": records["base"].seconds})  # fmt: skip

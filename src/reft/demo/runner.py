@@ -54,12 +54,15 @@ class StageRunner:
     """Runs `stages` (respecting `needs`) with up to `workers` subprocesses at a time."""
 
     def __init__(self, stages: list[Stage], logs_dir: Path, workers: int, label: str = "",
-                 stream: TextIO = sys.stdout, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 stream: TextIO = sys.stdout, clock: Callable[[], float] = time.time,
+                 threads: int | None = None) -> None:  # fmt: skip
+        """`threads`: torch threads per stage (default: the machine's cores / workers). Pass it to
+        make results independent of the machine: a float sum's order can depend on it."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.stages, self.logs_dir, self.workers = stages, logs_dir, workers
         self.label, self.stream, self.clock = label, stream, clock
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self.records: dict[str, StageRecord] = {}
         self._live_lines = 0
         self._last_plain = 0.0

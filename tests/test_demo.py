@@ -184,7 +184,7 @@ def test_quick_demo_end_to_end(tmp_path):
         assert f"({figure})" in report
     assert "| ReFT |" in run.stdout  # the table is printed at the end
     commands = (out / "seed_0" / "commands.sh").read_text()
-    assert commands.count("\nreft ") == 3 + 21  # the base's corpus and stage, then the seed's
+    assert commands.count("\nreft ") == 4 + 21  # the base's corpora and stage, then the seed's
     assert set(results["generalisation"]["reft"]) >= {"train", "test", "shifted"}
     base = json.loads((out / "base.json").read_text())
     assert base["cached"] is False and Path(base["start"]).is_dir()

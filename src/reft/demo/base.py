@@ -19,14 +19,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from reft.config import config_to_dict, save_config
-from reft.data.loaders import write_examples
-from reft.data.synthetic import SynthConfig, generate_examples
 from reft.data.synthetic_stories import FAMILIES
 from reft.demo.config import DemoConfig
+from reft.demo.data import synth_knobs, write_synth_files
 from reft.demo.stages import Stage, as_overrides
 
 PRESET_PREFIX = "preset:"
@@ -49,12 +49,14 @@ class BasePlan:
         """The shell lines that build the base by hand (empty for a pretrained model)."""
         if self.stage is None or self.data_dir is None:
             return []
-        synth = [
-            f"reft data synth --config {self.data_dir / 'task.yaml'} --split {split} "
-            f"--n {len(json.loads((self.data_dir / f'{split}.json').read_text()))} "
-            f"--out {self.data_dir / f'{split}.json'}"
-            for split in ("train", "dev")
-        ]
+        every_family = shlex.quote(f"families=[{','.join(sorted(FAMILIES))}]")
+        files = {"train": ("train", ""), "dev": ("dev", ""), "tokenizer": ("dev", every_family)}
+        synth = []
+        for name, (split, extra) in files.items():
+            path = self.data_dir / f"{name}.json"
+            size = len(json.loads(path.read_text()))
+            synth.append(f"reft data synth --config {self.data_dir / 'task.yaml'} --split {split} "
+                         f"--n {size} {extra + ' ' if extra else ''}--out {path}")  # fmt: skip
         return [*synth, self.stage.command_line()]
 
 
@@ -102,19 +104,15 @@ def plan_base(config: DemoConfig) -> BasePlan:
 
 def write_base_corpus(config: DemoConfig, data_dir: Path) -> Path:
     """The base corpus (train and dev splits), written once: `reft data synth` with its knobs."""
-    knobs = {f.name: getattr(config.base_task, f.name) for f in dataclasses.fields(SynthConfig)}
-    synth = SynthConfig(**knobs)
-    sizes = {"train": config.base_task.train_size, "dev": config.base_task.dev_size}
-    for split, size in sizes.items():
-        path = data_dir / f"{split}.json"
-        if not path.exists():
-            write_examples(path, generate_examples(synth, split, size, config.cot))
+    synth = synth_knobs(config.base_task)
     # The tokenizer's text covers every story family's words, as a pretrained tokenizer covers
     # English: drawn from the dev hash buckets, so it never holds a training question of any task.
-    path = data_dir / "tokenizer.json"
-    if not path.exists():
-        wording = dataclasses.replace(synth, families=sorted(FAMILIES))
-        write_examples(path, generate_examples(wording, "dev", config.base_task.tokenizer_size,
-                                               config.cot))  # fmt: skip
+    wording = dataclasses.replace(synth, families=sorted(FAMILIES))
+    files = {
+        "train": (synth, "train", config.base_task.train_size),
+        "dev": (synth, "dev", config.base_task.dev_size),
+        "tokenizer": (wording, "dev", config.base_task.tokenizer_size),
+    }
+    write_synth_files(data_dir, files, config.cot)
     save_config(synth, data_dir / "task.yaml")
     return data_dir

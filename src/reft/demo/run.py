@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from reft.config import config_to_dict, save_config
-from reft.data.loaders import write_examples
-from reft.data.synthetic import SynthConfig, generate_examples
 from reft.demo.base import BasePlan, plan_base
 from reft.demo.config import DemoConfig
+from reft.demo.data import synth_knobs, write_synth_files
 from reft.demo.report import build_results, results_table, write_report
 from reft.demo.runner import StageRunner, done_marker
 from reft.demo.stages import plan_stages
@@ -85,8 +84,7 @@ def write_task(config: DemoConfig, data_dir: Path) -> Path:
     training problem (every other knob unchanged): the generalisation table's out-of-distribution
     column. Different step counts give different signatures, so none repeats a test problem.
     """
-    knobs = {f.name: getattr(config.task, f.name) for f in dataclasses.fields(SynthConfig)}
-    synth = SynthConfig(**knobs)
+    synth = synth_knobs(config.task)
     longer = config.task.max_steps + config.task.shifted_steps
     shifted = dataclasses.replace(synth, min_steps=longer, max_steps=longer)
     files = {
@@ -95,10 +93,7 @@ def write_task(config: DemoConfig, data_dir: Path) -> Path:
         "test": (synth, "test", config.task.test_size),
         "shifted": (shifted, "test", config.task.shifted_size),
     }
-    for name, (synth_config, split, size) in files.items():
-        path = data_dir / f"{name}.json"
-        if not path.exists():
-            write_examples(path, generate_examples(synth_config, split, size, config.cot))
+    write_synth_files(data_dir, files, config.cot)
     save_config(synth, data_dir / "task.yaml")
     return data_dir
 

@@ -23,10 +23,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from reft.config import config_to_dict, save_config
+from reft.config import config_to_dict
 from reft.data.synthetic_stories import FAMILIES
 from reft.demo.config import DemoConfig
-from reft.demo.data import synth_knobs, write_synth_files
+from reft.demo.data import SynthFile, synth_knobs, write_synth_files
 from reft.demo.stages import Stage, as_overrides
 
 PRESET_PREFIX = "preset:"
@@ -43,21 +43,31 @@ class BasePlan:
     stage: Stage | None = None
     """The base stage (None: the model is already pretrained)."""
     data_dir: Path | None = None
-    """The base corpus directory (train.json, dev.json, task.yaml)."""
+    """The base corpus directory (train.json, dev.json, tokenizer.json, task.yaml)."""
+    corpus: dict[str, SynthFile] = dataclasses.field(default_factory=dict)
+    """The corpus files by name, as `write_synth_files` wrote them."""
 
     def command_lines(self) -> list[str]:
-        """The shell lines that build the base by hand (empty for a pretrained model)."""
+        """The shell lines that build the base by hand (empty for a pretrained model): one
+        `reft data synth` per corpus file (its knobs as overrides of task.yaml where they differ),
+        then the base stage."""
         if self.stage is None or self.data_dir is None:
             return []
-        every_family = shlex.quote(f"families=[{','.join(sorted(FAMILIES))}]")
-        files = {"train": ("train", ""), "dev": ("dev", ""), "tokenizer": ("dev", every_family)}
+        task = self.corpus["train"][0]
         synth = []
-        for name, (split, extra) in files.items():
-            path = self.data_dir / f"{name}.json"
-            size = len(json.loads(path.read_text()))
-            synth.append(f"reft data synth --config {self.data_dir / 'task.yaml'} --split {split} "
-                         f"--n {size} {extra + ' ' if extra else ''}--out {path}")  # fmt: skip
+        for name, (knobs, split, size) in self.corpus.items():
+            changed = [shlex.quote(f"{f.name}={_dotlist(getattr(knobs, f.name))}")
+                       for f in dataclasses.fields(knobs)
+                       if getattr(knobs, f.name) != getattr(task, f.name)]  # fmt: skip
+            synth.append(" ".join(["reft data synth --config", str(self.data_dir / "task.yaml"),
+                                   "--split", split, "--n", str(size), *changed,
+                                   "--out", str(self.data_dir / f"{name}.json")]))  # fmt: skip
         return [*synth, self.stage.command_line()]
+
+
+def _dotlist(value: object) -> str:
+    """A knob's value as a `key=value` override writes it ([a,b] for a list)."""
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def default_base_cache() -> Path:
@@ -86,7 +96,8 @@ def plan_base(config: DemoConfig) -> BasePlan:
         return BasePlan(start=config.model)
     cache = Path(config.base_cache) if config.base_cache else default_base_cache()
     base_dir = cache / base_key(config)
-    data_dir = write_base_corpus(config, base_dir / "data")
+    data_dir, corpus = base_dir / "data", base_corpus(config)
+    write_synth_files(data_dir, corpus, config.cot, synth_knobs(config.base_task))
     out_dir = base_dir / "model"
     settings = {
         "model": config.model,
@@ -99,20 +110,17 @@ def plan_base(config: DemoConfig) -> BasePlan:
         "out_dir": str(out_dir),
     }
     stage = Stage("base", ["sft", *as_overrides(settings)], out_dir, settings=settings)
-    return BasePlan(start=str(out_dir / "final"), stage=stage, data_dir=data_dir)
+    return BasePlan(start=str(out_dir / "final"), stage=stage, data_dir=data_dir, corpus=corpus)
 
 
-def write_base_corpus(config: DemoConfig, data_dir: Path) -> Path:
-    """The base corpus (train and dev splits), written once: `reft data synth` with its knobs."""
+def base_corpus(config: DemoConfig) -> dict[str, SynthFile]:
+    """The base corpus files: train and dev splits of `base_task`, and the tokenizer's text."""
     synth = synth_knobs(config.base_task)
     # The tokenizer's text covers every story family's words, as a pretrained tokenizer covers
     # English: drawn from the dev hash buckets, so it never holds a training question of any task.
     wording = dataclasses.replace(synth, families=sorted(FAMILIES))
-    files = {
+    return {
         "train": (synth, "train", config.base_task.train_size),
         "dev": (synth, "dev", config.base_task.dev_size),
         "tokenizer": (wording, "dev", config.base_task.tokenizer_size),
     }
-    write_synth_files(data_dir, files, config.cot)
-    save_config(synth, data_dir / "task.yaml")
-    return data_dir

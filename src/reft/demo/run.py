@@ -93,9 +93,7 @@ def write_task(config: DemoConfig, data_dir: Path) -> Path:
         "test": (synth, "test", config.task.test_size),
         "shifted": (shifted, "test", config.task.shifted_size),
     }
-    write_synth_files(data_dir, files, config.cot)
-    save_config(synth, data_dir / "task.yaml")
-    return data_dir
+    return write_synth_files(data_dir, files, config.cot, synth)
 
 
 def write_figures(results: dict[str, Any], out_dir: Path, seeds: list[int]) -> list[Path]:

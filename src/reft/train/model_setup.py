@@ -26,7 +26,8 @@ def load_training_model(run: TrainingRun, examples: list[Example]) -> tuple[torc
     takes, a `.gguf` file included: its weights come unpacked), or a fresh preset.
 
     A `preset:NAME` model gets a tokenizer trained on the prompts and gold solutions of `examples`
-    (or of `config.preset_tokenizer_data`); the initial checkpoint is written to `out_dir/init` by the main process (others wait for it).
+    (or of `config.preset_tokenizer_data`); the initial checkpoint is written to `out_dir/init` by
+    the main process (others wait for it).
     """
     config = run.config
     source = run.model_source()

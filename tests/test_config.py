@@ -18,6 +18,7 @@ from reft.config import (
     field_docs,
     load_config,
     save_config,
+    save_run_config,
 )
 from reft.data.synthetic import SynthConfig
 
@@ -114,12 +115,20 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(Stage, listing)
 
 
-def test_saved_config_reloads_to_the_same_value(tmp_path):
+@pytest.mark.parametrize("out_dir", ["out", "lr0.001", "e.v2"])
+def test_saved_run_config_reloads_to_the_same_value(tmp_path, out_dir):
+    """A run directory gets config.yaml inside it, whatever its name (a dot is no file suffix)."""
     config = Stage(lr=0.5, mode=Mode.exact, tags=["x"], gen=Inner(0.7))
-    path = save_config(config, tmp_path / "out")
-    assert path.name == "config.yaml"
+    path = save_run_config(config, tmp_path / out_dir)
+    assert path == tmp_path / out_dir / "config.yaml"
     assert yaml.safe_load(path.read_text())["mode"] == "exact"
     assert load_config(Stage, path) == config
+
+
+def test_save_config_writes_the_file_it_is_given(tmp_path):
+    path = save_config(Stage(lr=0.5), tmp_path / "recipe")
+    assert path == tmp_path / "recipe" and path.is_file()
+    assert load_config(Stage, path) == Stage(lr=0.5)
 
 
 def test_field_docs_are_read_from_attribute_docstrings():

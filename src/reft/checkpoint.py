@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reft.files import write_text_atomic
+from reft.files import removed_on_failure, write_text_atomic
 
 STATE_FILE = "trainer_state.pt"
 META_FILE = "reft_meta.json"
@@ -106,12 +106,20 @@ class Checkpointer:
         tmp = self.root / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_hf_model(model, tokenizer, tmp)
-        if save_extra is not None:
-            save_extra(tmp)
-        torch.save(state, tmp / STATE_FILE)
-        meta = {"step": step, "saved_at": time.time(), **meta}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        previous = self.latest()
+        hint = (
+            f". The previous checkpoint ({previous.path.name}) is intact: free space, then rerun "
+            "with resume=true"
+            if previous is not None
+            else ""
+        )
+        with removed_on_failure(tmp, final, hint):
+            save_hf_model(model, tokenizer, tmp)
+            if save_extra is not None:
+                save_extra(tmp)
+            torch.save(state, tmp / STATE_FILE)
+            meta = {"step": step, "saved_at": time.time(), **meta}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -144,13 +152,35 @@ class Checkpointer:
         """Copy `checkpoint` to `best/` (replacing the previous best atomically)."""
         tmp = self.best_dir.with_name(f".tmp-best-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(checkpoint.path, tmp)
+        with removed_on_failure(tmp, self.best_dir):
+            shutil.copytree(checkpoint.path, tmp)
         old = self.best_dir.with_name(f".old-best-{os.getpid()}")
         if self.best_dir.exists():
             self.best_dir.rename(old)
         tmp.rename(self.best_dir)
         shutil.rmtree(old, ignore_errors=True)
         return self.best_dir
+
+    def best_step(self) -> int | None:
+        """The step `best/` holds, or None when there is no complete best/."""
+        meta = self.best_dir / META_FILE
+        return json.loads(meta.read_text())["step"] if meta.is_file() else None
+
+    def repair_best(self, best_step: int) -> None:
+        """Make `best/` hold step `best_step` (the run state's record) after a kill.
+
+        A run killed between writing the best checkpoint and copying it to best/ (or inside that
+        copy) resumes from that very checkpoint, so it is still there to copy; the leftovers of the
+        interrupted copy are removed.
+        """
+        for stale in self.best_dir.parent.glob(".tmp-best-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if best_step >= 0 and self.best_step() != best_step:
+            source = next((c for c in self.list() if c.step == best_step), None)
+            if source is not None:
+                self.mark_best(source)
+        for stale in self.best_dir.parent.glob(".old-best-*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
     def link_final(self) -> Path | None:
         """Point `out_dir/final` (a symlink) at the newest checkpoint: a stable path for recipes."""

@@ -15,6 +15,7 @@ import sys
 from reft import __version__
 from reft.config import ConfigError
 from reft.data.errors import DataError
+from reft.files import DiskFullError, OutputPathError
 
 # Only commands that work are registered; later stages add their module name here. A module's
 # register() names its command (module self_train registers `reft self-train`).
@@ -74,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         status = args.handler(args)
         leave_process_group()
         return status
-    except (ConfigError, DataError, FileExistsError) as error:
+    except (ConfigError, DataError, FileExistsError, OutputPathError) as error:
         print(f"reft {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except DiskFullError as error:
+        print(f"reft {args.command}: error: {error.strerror}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"reft {args.command}: interrupted", file=sys.stderr)
         return 130

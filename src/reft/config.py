@@ -65,11 +65,14 @@ def load_config(
 
 
 def save_config(config: Any, path: str | Path) -> Path:
-    """Write `config` as YAML to `path` (a directory gets `config.yaml` inside it), atomically."""
-    path = Path(path)
-    if path.is_dir() or not path.suffix:
-        path = path / CONFIG_FILE_NAME
+    """Write `config` as YAML to the file `path`, atomically."""
     return write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def save_run_config(config: Any, out_dir: str | Path) -> Path:
+    """Write `config` as `config.yaml` inside the run directory `out_dir` (whatever its name: a
+    dotted name such as `runs/lr0.001` is a directory too)."""
+    return save_config(config, Path(out_dir) / CONFIG_FILE_NAME)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from reft.data.example import CotKind
 from reft.data.loaders import detect_cot_kind, load_dataset, write_examples
 from reft.data.prompts import render_generation_prompt, render_prompt, render_target
 from reft.data.synthetic import SPLIT_BUCKETS, SynthConfig, generate_examples
+from reft.files import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     config = config_from_args(SynthConfig, args)
+    check_output_file(args.out, "--out")
     try:
         examples = generate_examples(config, args.split, args.n, args.cot)
     except ValueError as error:  # knobs that allow fewer distinct problems than asked for

@@ -28,7 +28,7 @@ from reft.answers.compare import CHOICES, parse_gold
 from reft.answers.execute import DEFAULT_TIMEOUT_S, ProgramPool, SandboxConfig
 from reft.data.errors import DataError
 from reft.data.example import TASK_ANSWER_KIND, AnswerKind, CotKind
-from reft.files import write_jsonl_atomic
+from reft.files import check_output_file, write_jsonl_atomic
 from reft.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
 
 logger = logging.getLogger(__name__)
@@ -114,11 +114,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _field(record: dict, name: str, path: Path, line: int) -> str:
+def _field(record: dict, name: str, path: Path, line: int, numbers: bool = True) -> str:
+    """Field `name` as text; a number is accepted (as its text) only where `numbers` says so."""
     if name not in record:
         raise DataError("missing field", path, line, name)
     value = record[name]
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    accepted = (str, int, float) if numbers else str
+    if isinstance(value, bool) or not isinstance(value, accepted):
         raise DataError(f"expected a string, got {type(value).__name__}", path, line, name)
     return value if isinstance(value, str) else str(value)
 
@@ -142,7 +144,8 @@ def read_records(path: Path) -> list[Record]:
             raise DataError(f"not valid JSON ({error.msg})", path, line_number) from None
         if not isinstance(record, dict):
             raise DataError("expected a JSON object", path, line_number)
-        completion = _field(record, "completion", path, line_number)
+        # A gold answer may be a JSON number; a completion is model text, never a number.
+        completion = _field(record, "completion", path, line_number, numbers=False)
         answer = _field(record, "answer", path, line_number)
         records.append(Record(record.get("id"), completion, answer, line_number))
     return records
@@ -194,7 +197,10 @@ def summary(results: Sequence[GradeResult], cot: CotKind, seconds: float) -> str
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `reft grade`."""
+    check_output_file(args.output, "--output", inputs=[args.input])
     records = read_records(args.input)
+    if not records:
+        logger.warning("%s holds no completions: writing an empty %s", args.input, args.output)
     golds = [record.answer for record in records]
     kind = TASK_ANSWER_KIND[args.task] if args.task else infer_answer_kind(golds)
     _check_golds(records, kind, args.input)

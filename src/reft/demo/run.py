@@ -17,7 +17,7 @@ from reft.demo.data import synth_knobs, write_synth_files
 from reft.demo.report import build_results, results_table, write_report
 from reft.demo.runner import StageRunner, done_marker
 from reft.demo.stages import plan_stages
-from reft.files import write_json_atomic
+from reft.files import check_output_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def default_out_dir() -> Path:
 
 def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
     """Run (or resume) the whole comparison for every seed and write the report; returns results.json."""
-    out_dir = Path(config.out) if config.out else default_out_dir()
+    out_dir = check_output_dir(config.out or default_out_dir(), "--out")
     seeds = config.seed_list()
     if out_dir.exists() and any(out_dir.iterdir()) and not config.resume:
         raise FileExistsError(f"{out_dir} is not empty: pass --resume to continue that demo, or "

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reft.config import config_to_dict, save_config
+from reft.config import config_to_dict, save_config, save_run_config
 from reft.data.example import Example
 from reft.data.loaders import load_dataset
 from reft.evaluate.config import EvalConfig, InferenceConfig, SampleConfig
@@ -21,7 +21,7 @@ from reft.evaluate.predict import (
     voting_accuracy,
 )
 from reft.evaluate.rerank import rerank_accuracy, rerank_with_model, write_rerank
-from reft.files import write_json_atomic, write_jsonl_atomic
+from reft.files import check_output_dir, check_output_file, write_json_atomic, write_jsonl_atomic
 from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
 
@@ -49,6 +49,7 @@ def write_jsonl(path: Path, results: list[QuestionResult]) -> None:
 
 def run_sample(config: SampleConfig) -> dict[str, float]:
     """Sample, grade and write every completion; returns summary figures."""
+    check_output_file(config.out, "out")
     model, tokenizer, examples, grader = load_inference_inputs(config)
     started = time.time()
     with grader:
@@ -69,9 +70,9 @@ def run_sample(config: SampleConfig) -> dict[str, float]:
 def run_eval(config: EvalConfig) -> dict[str, Any]:
     """Greedy top-1 and, with k > 0, voting@K, pass@K and (with a reward model) rerank@K; writes
     results.json and predictions."""
-    out_dir = Path(config.out_dir)
+    out_dir = check_output_dir(config.out_dir)
     model, tokenizer, examples, grader = load_inference_inputs(config)
-    save_config(config, out_dir)
+    save_run_config(config, out_dir)
     metrics: dict[str, Any] = {"questions": len(examples)}
     with grader:
         greedy = predict(model, tokenizer, examples, config.cot, config.greedy_sampling(), grader,

@@ -14,8 +14,10 @@ checkpointing (reft.models.lora).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -35,7 +37,8 @@ from reft.checkpoint import (
     restore_rng_state,
     seed_everything,
 )
-from reft.config import config_to_dict, save_config
+from reft.config import config_to_dict, save_run_config
+from reft.files import check_output_dir, write_text_atomic
 from reft.metrics import MetricsLogger
 from reft.models.lora import (
     LoraAdapterFiles,
@@ -45,7 +48,9 @@ from reft.models.lora import (
     merged_state_dict,
 )
 from reft.train.config import TrainConfig
+from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
+from reft.train.resume import check_resume
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,8 @@ class Companion(Protocol):
 StepFn = Callable[[int], dict[str, float]]
 EvalFn = Callable[[], dict[str, float]]
 DEV_METRIC = "accuracy"
+RESUME_LOG = "resumed_with_changes.jsonl"
+"""One line per resume that changed an allowed setting (config.yaml then holds the new values)."""
 """The dev metric that selects the best checkpoint unless a trainer names another."""
 
 
@@ -96,7 +103,7 @@ class TrainingRun:
         self.config = config
         self.stage = stage
         self.dev_metric = dev_metric
-        self.out_dir = Path(config.out_dir)
+        self.out_dir = check_output_dir(config.out_dir)
         _forget_other_precision(config.mixed_precision.value)
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision.value
@@ -108,7 +115,7 @@ class TrainingRun:
         self.state = RunState()
         self.resume_from: Checkpoint | None = self._find_resume_checkpoint()
         if self.is_main:
-            save_config(config, self.out_dir)
+            save_run_config(config, self.out_dir)
         self.metrics = MetricsLogger(
             self.out_dir,
             enabled=self.is_main,
@@ -236,16 +243,37 @@ class TrainingRun:
         return norm
 
     def train(self, step_fn: StepFn, eval_fn: EvalFn | None) -> RunState:
-        """Run optimizer steps until total_steps or the time budget; evaluate, log and save."""
+        """Run optimizer steps until total_steps or the time budget; evaluate, log and save.
+
+        Ctrl-C (SIGINT) finishes the current step, writes a checkpoint and raises KeyboardInterrupt
+        after printing the command that resumes the run; a second Ctrl-C stops at once.
+        """
+        progress = tqdm(
+            total=self.stop_step(), initial=self.state.step, desc=self.stage,
+            disable=not self.is_main, dynamic_ncols=True,
+        )  # fmt: skip
+        with InterruptRequest() as interrupt:
+            self._loop(step_fn, eval_fn, progress, interrupt)
+        progress.close()
+        self.metrics.close()
+        if self.is_main:
+            self.checkpointer.link_final()
+            latest = self.checkpointer.latest()
+            if latest is not None and self.checkpointer.best_step() is None:
+                # No dev evaluation ever improved (no dev set, or an undefined metric such as the
+                # AUC of a one-class dev set): best/ is the last checkpoint, so best/ always exists.
+                logger.warning("no dev improvement recorded: best/ is the final checkpoint")
+                self.checkpointer.mark_best(latest)
+        return self.state
+
+    def _loop(
+        self, step_fn: StepFn, eval_fn: EvalFn | None, progress: tqdm, interrupt: InterruptRequest
+    ) -> None:
         config = self.config
         eval_every = config.eval_every or self.steps_per_epoch
         save_every = config.save_every or eval_every
         started = time.time() - self.state.elapsed
         stop_step = self.stop_step()
-        progress = tqdm(
-            total=stop_step, initial=self.state.step, desc=self.stage,
-            disable=not self.is_main, dynamic_ncols=True,
-        )  # fmt: skip
         while self.state.step < stop_step:
             metrics = step_fn(self.state.step)
             self.state.step += 1
@@ -262,8 +290,11 @@ class TrainingRun:
             out_of_time = config.max_seconds > 0 and self.state.elapsed >= config.max_seconds
             last = step == stop_step or out_of_time
             dev = self.evaluate(eval_fn) if (step % eval_every == 0 or last) else None
-            if step % save_every == 0 or last or dev is not None:
+            interrupted = self._interrupted(interrupt)
+            if step % save_every == 0 or last or dev is not None or interrupted:
                 self.save(dev)
+            if interrupted:
+                self._stop_for_interrupt()
             if out_of_time:
                 logger.info("time budget of %.0f s reached at step %d", config.max_seconds, step)
                 break
@@ -271,17 +302,22 @@ class TrainingRun:
                 logger.info("dev %s plateaued: no improvement in %d evaluations; best step %d",
                             self.dev_metric, config.patience, self.state.best_step)  # fmt: skip
                 break
-        progress.close()
+
+    def _interrupted(self, interrupt: InterruptRequest) -> bool:
+        """Whether any process was interrupted: all processes stop at the same step."""
+        if self.num_processes == 1:
+            return interrupt.requested
+        flag = torch.tensor([float(interrupt.requested)], device=self.device)
+        return bool(self.accelerator.reduce(flag, "sum").item() > 0)
+
+    def _stop_for_interrupt(self) -> None:
+        """After the interrupted step's checkpoint: say how to go on, then stop the run."""
         self.metrics.close()
         if self.is_main:
-            self.checkpointer.link_final()
-            latest = self.checkpointer.latest()
-            if latest is not None and not self.checkpointer.best_dir.exists():
-                # No dev evaluation ever improved (no dev set, or an undefined metric such as the
-                # AUC of a one-class dev set): best/ is the last checkpoint, so best/ always exists.
-                logger.warning("no dev improvement recorded: best/ is the final checkpoint")
-                self.checkpointer.mark_best(latest)
-        return self.state
+            print(f"\n{self.stage}: interrupted; checkpoint of step {self.state.step} written in "
+                  f"{self.checkpointer.root}. Continue with:\n  {resume_command()}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        raise KeyboardInterrupt
 
     def stop_step(self) -> int:
         """The step the loop ends at: total_steps, or earlier with `stop_epochs`."""
@@ -347,6 +383,8 @@ class TrainingRun:
         self.state = RunState(**state["run"])
         restore_rng_state(state["rng"])
         self.metrics.truncate_after(self.state.step)
+        if self.is_main:
+            self.checkpointer.repair_best(self.state.best_step)
         logger.info("resumed %s from %s (step %d)", self.stage, checkpoint.path, self.state.step)
 
     def _find_resume_checkpoint(self) -> Checkpoint | None:
@@ -362,7 +400,22 @@ class TrainingRun:
             logger.warning(
                 "resume=true but %s has no checkpoint: starting from scratch", self.out_dir
             )
+            return None
+        self._check_resume_config(latest)
         return latest
+
+    def _check_resume_config(self, checkpoint: Checkpoint) -> None:
+        """Refuse a resume whose settings would change the computation; record allowed changes."""
+        saved = checkpoint.meta().get("config") or {}
+        changes = check_resume(saved, config_to_dict(self.config), str(checkpoint.path))
+        if changes and self.is_main:
+            listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+            logger.info("resuming with changed settings (they do not change the computation): %s",
+                        listed)  # fmt: skip
+            record = {"step": checkpoint.step, "changed": {k: list(v) for k, v in changes.items()}}
+            log = self.out_dir / RESUME_LOG
+            previous = log.read_text() if log.is_file() else ""
+            write_text_atomic(log, previous + json.dumps(record) + "\n")
 
 
 def _forget_other_precision(mixed_precision: str) -> None:

@@ -219,5 +219,6 @@ def test_rm_train_then_rerank_through_the_cli(tmp_path, digit_game):
     assert list(metrics).index("rerank@4") == list(metrics).index("voting@4") + 1
     assert metrics["pass@4"] > metrics["top1"], "K samples find 7 more often than greedy"
     assert metrics["rerank@4"] >= metrics["pass@4"] - 0.1, metrics
+    assert 0 <= metrics["top1_harness_flexible"] <= 1 and "top1_harness_strict" in metrics
     lines = (evaluation / "rerank_k4.jsonl").read_text().splitlines()
     assert len(lines) == 32 and len(json.loads(lines[0])["scores"]) == 4

@@ -10,6 +10,14 @@ optional `id` is echoed, other fields are ignored. Output: one JSON line per inp
 
 N-CoT answers are extracted leniently by default (any model's final-answer style); --strict uses the
 paper's rule, the one the training reward uses. Programs run in the sandboxed ProgramPool.
+
+    reft grade --audit --cot nl --input completions.jsonl --output disagreements.jsonl
+
+--audit grades N-CoT completions under every answer checker (reft strict and lenient,
+lm-evaluation-harness's GSM8K strict-match and flexible-extract, math-verify when installed): it
+prints the accuracy each would report, their agreement matrix and the kinds of disagreement with
+examples, writes every disagreement (with each checker's extraction) to --output and the summary to
+OUTPUT.summary.json.
 """
 
 from __future__ import annotations
@@ -24,11 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reft.answers.audit import (
+    audit_summary,
+    disagreements,
+    format_audit,
+    run_checkers,
+    usable_checkers,
+)
 from reft.answers.compare import CHOICES, parse_gold
 from reft.answers.execute import DEFAULT_TIMEOUT_S, ProgramPool, SandboxConfig
+from reft.config import ConfigError
 from reft.data.errors import DataError
 from reft.data.example import TASK_ANSWER_KIND, AnswerKind, CotKind
-from reft.files import check_output_file, write_jsonl_atomic
+from reft.files import check_output_file, write_json_atomic, write_jsonl_atomic
 from reft.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
 
 logger = logging.getLogger(__name__)
@@ -92,7 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--timeout",
         type=_positive_float,
         default=DEFAULT_TIMEOUT_S,
-        help="seconds per program (python)",
+        help="seconds per program (python), or per math-verify item (--audit)",
+    )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="nl: compare every answer checker on the input; --output gets the disagreements",
     )
     parser.add_argument(
         "--strict",
@@ -197,14 +218,20 @@ def summary(results: Sequence[GradeResult], cot: CotKind, seconds: float) -> str
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `reft grade`."""
+    cot = CotKind(args.cot)
+    if args.audit and cot is not CotKind.nl:
+        raise ConfigError("--audit compares answer checkers of N-CoT text: use it with --cot nl")
     check_output_file(args.output, "--output", inputs=[args.input])
+    if args.audit:
+        check_output_file(_summary_path(args.output), "--output's summary", inputs=[args.input])
     records = read_records(args.input)
     if not records:
         logger.warning("%s holds no completions: writing an empty %s", args.input, args.output)
     golds = [record.answer for record in records]
     kind = TASK_ANSWER_KIND[args.task] if args.task else infer_answer_kind(golds)
     _check_golds(records, kind, args.input)
-    cot = CotKind(args.cot)
+    if args.audit:
+        return run_audit(args, records, kind)
     completions = [record.completion for record in records]
     options = {"strict": args.strict, "partial_reward": args.partial_reward}
     started = time.perf_counter()
@@ -229,4 +256,27 @@ def run(args: argparse.Namespace) -> int:
     )
     print(summary(results, cot, seconds))
     print(f"  output        {args.output}")
+    return 0
+
+
+def _summary_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".summary.json")
+
+
+def run_audit(args: argparse.Namespace, records: Sequence[Record], kind: AnswerKind) -> int:
+    """`reft grade --audit`: every checker on the same completions; disagreements to --output."""
+    names, missing = usable_checkers(kind)
+    completions = [record.completion for record in records]
+    golds = [record.answer for record in records]
+    verdicts = run_checkers(names, completions, golds, kind, args.timeout, args.workers or 2)
+    rows = disagreements(verdicts, completions, golds, [record.id for record in records])
+    for row in rows:  # the input's line number, as in every other message about the file
+        row["line"] = records[row.pop("index")].line
+    summary = audit_summary(verdicts, rows, missing)
+    write_jsonl_atomic(args.output, rows)
+    write_json_atomic(_summary_path(args.output), summary)
+    print(f"reft grade --audit: {len(records)} completions, {kind.value} answers, checkers "
+          f"{', '.join(names)}" + (f"; left out: {', '.join(missing)}" if missing else ""))  # fmt: skip
+    print(format_audit(summary, rows))
+    print(f"  output        {args.output} (disagreements), {_summary_path(args.output)}")
     return 0

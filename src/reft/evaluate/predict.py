@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from reft.answers.checkers import harness_verdicts
 from reft.answers.compare import is_correct
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
@@ -95,6 +96,15 @@ def predict(
 def top1_accuracy(results: list[QuestionResult]) -> float:
     """Fraction of questions whose FIRST completion is correct (the greedy one for greedy decoding)."""
     return _mean(result.completions[0].correct for result in results)
+
+
+def harness_accuracy(results: list[QuestionResult], flexible: bool) -> float:
+    """Top-1 accuracy as lm-evaluation-harness's GSM8K task would score the first completions
+    ("strict-match" or "flexible-extract"; reft.answers.checkers): comparable with published
+    numbers that use it. Numeric N-CoT answers only."""
+    completions = [result.completions[0].text for result in results]
+    verdicts = harness_verdicts(completions, [result.answer for result in results], flexible)
+    return _mean(verdict.correct for verdict in verdicts)
 
 
 def voting_accuracy(results: list[QuestionResult], examples: list[Example]) -> float:

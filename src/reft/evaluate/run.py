@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from reft.config import config_to_dict, save_config, save_run_config
-from reft.data.example import Example
+from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.loaders import load_dataset
 from reft.evaluate.config import EvalConfig, InferenceConfig, SampleConfig
 from reft.evaluate.predict import (
     QuestionResult,
     answered_rate,
+    harness_accuracy,
     mean_response_tokens,
     pass_at_k,
     predict,
@@ -80,6 +81,10 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         write_jsonl(out_dir / "predictions_greedy.jsonl", greedy)
         metrics |= {"top1": top1_accuracy(greedy), "answered": answered_rate(greedy),
                     "response_tokens": mean_response_tokens(greedy)}  # fmt: skip
+        if config.cot is CotKind.nl and examples[0].answer_kind is AnswerKind.numeric:
+            # The same greedy outputs as lm-evaluation-harness's GSM8K filters would score them.
+            metrics["top1_harness_strict"] = harness_accuracy(greedy, flexible=False)
+            metrics["top1_harness_flexible"] = harness_accuracy(greedy, flexible=True)
         if config.k:
             sampled = predict(model, tokenizer, examples, config.cot, config.k_sampling(), grader,
                               seed=config.seed, progress=f"{config.k} samples")  # fmt: skip

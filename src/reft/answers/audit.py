@@ -123,6 +123,10 @@ def audit_summary(
     return {
         "completions": len(next(iter(verdicts.values()), [])),
         "accuracy": accuracies(verdicts),
+        "answered": {
+            name: sum(v.extracted is not None for v in items) / max(len(items), 1)
+            for name, items in verdicts.items()
+        },
         "agreement": {
             f"{a} | {b}": vars(counts) | {"agree": counts.agree}
             for (a, b), counts in agreement_matrix(verdicts).items()
@@ -138,8 +142,9 @@ def audit_summary(
 
 def format_audit(summary: dict[str, Any], rows: Sequence[dict[str, Any]], examples: int = 2) -> str:
     """The printed report: accuracies, agreement matrix, disagreement classes with examples."""
-    lines = ["  accuracy each checker would report:"]
-    lines += [f"    {name:<17} {value:8.2%}" for name, value in summary["accuracy"].items()]
+    lines = ["  accuracy each checker would report (and how often it extracts an answer):"]
+    lines += [f"    {name:<17} {value:8.2%}   answered {summary['answered'][name]:7.2%}"
+              for name, value in summary["accuracy"].items()]  # fmt: skip
     lines += [
         f"    {name:<17} (left out: {why})" for name, why in summary["missing_checkers"].items()
     ]

@@ -210,3 +210,13 @@ def test_require_cot_rejects_missing_or_other_kind(shared_file):
     with pytest.raises(DataError, match="are python, but cot=nl"):
         require_cot(programs, CotKind.nl, "svamp_python_sdp.json")
     require_cot(programs, CotKind.python, "svamp_python_sdp.json")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path, suffix):
+    records = [{"item_id": f"svamp_{i}", "question": "q", "answer_value": str(i)} for i in (1, 2)]
+    text = json.dumps(records) if suffix == ".json" else "\n".join(map(json.dumps, records))
+    path = tmp_path / f"svamp_bom{suffix}"
+    path.write_text(text, encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert [e.id for e in load_dataset(path)] == ["svamp_1", "svamp_2"]

@@ -131,14 +131,17 @@ def test_grade_refuses_a_number_as_completion_and_warns_on_empty_input(tmp_path,
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["sample", "model=/nonexistent", "out={folder}"], "out {folder} is a directory"),
-        (["sft", "model=/nonexistent", "out_dir={file}"], "exists and is not a directory"),
-        (["eval", "model=/nonexistent", "out_dir={file}"], "exists and is not a directory"),
+        (["sample", "model={model}", "out={folder}"], "out {folder} is a directory"),
+        (["sft", "model={model}", "out_dir={file}"], "exists and is not a directory"),
+        (["eval", "model={model}", "out_dir={file}"], "exists and is not a directory"),
         (["data", "synth", "--split", "dev", "--n", "4", "--out", "{folder}"], "is a directory"),
     ],
 )
 def test_bad_output_paths_are_refused_before_any_work(tmp_path, capsys, argv, message):
     paths = {"folder": _folder(tmp_path / "d"), "file": _file(tmp_path / "f")}
+    # A model that passes the model checks (a directory with a config.json) but would fail to load.
+    paths["model"] = _folder(tmp_path / "model")
+    (paths["model"] / "config.json").write_text("{}")
     assert main([arg.format(**paths) for arg in argv]) == 2
     assert message.format(**paths) in capsys.readouterr().err
     assert _leftovers(tmp_path) == []

@@ -18,6 +18,7 @@ import dataclasses
 import inspect
 import itertools
 import textwrap
+from collections.abc import Callable
 from enum import Enum
 from functools import cache
 from pathlib import Path
@@ -37,6 +38,31 @@ CONFIG_FILE_NAME = "config.yaml"
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the stage's dataclass."""
+
+
+RANGES: dict[str, Callable[[Any], bool]] = {
+    "> 0": lambda value: value > 0,
+    ">= 0": lambda value: value >= 0,
+    ">= 1": lambda value: value >= 1,
+    "in [0, 1]": lambda value: 0 <= value <= 1,
+    "in [0, 1)": lambda value: 0 <= value < 1,
+    "in (0, 1]": lambda value: 0 < value <= 1,
+}
+"""The accepted ranges a config field can declare, by the words its error message uses (NaN is in
+none of them)."""
+
+
+def check_ranges(config: Any, ranges: dict[str, str]) -> None:
+    """Raise ValueError for the first field of `config` outside its range in `ranges` (field name ->
+    a key of RANGES), naming the field, its value and the range: "clip_range=-0.2: must be > 0".
+
+    Called from a config's `__post_init__`, so a bad value fails when the config is built, before
+    any work (`load_config` reports it as a ConfigError).
+    """
+    for name, accepted in ranges.items():
+        value = getattr(config, name)
+        if not RANGES[accepted](value):
+            raise ValueError(f"{name}={value!r}: must be {accepted}")
 
 
 def load_config(
@@ -210,12 +236,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
     for f in dataclasses.fields(schema):
         default = _default_of(f)
         shown = default.value if isinstance(default, Enum) else default
-        flag = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {"metavar": "VALUE"}
+        flag = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
+        help_text = f"{docs.get(f.name, '')} (default: {shown!r})"
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f"{_FLAG_PREFIX}{f.name}",
             default=None,
-            help=f"{docs.get(f.name, '')} (default: {shown!r})",
+            metavar="true|false" if hints[f.name] is bool else "VALUE",
+            help=help_text.replace("%", "%%"),  # argparse %-formats help: a bare % breaks it
             **flag,
         )
     parser.epilog = (

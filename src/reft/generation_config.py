@@ -8,6 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from reft.config import check_ranges
+
+SAMPLING_RANGES = {
+    "temperature": "> 0", "top_k": ">= 0", "top_p": "in (0, 1]", "max_new_tokens": ">= 1",
+}  # fmt: skip
+"""Accepted ranges of the sampling settings, checked where a config declares them (the stage
+configs name them alike): temperature 0 is not greedy decoding here, and top_k 0 / top_p 1 turn
+those filters off."""
+
 
 class GenerationEngine(str, Enum):
     """Which code runs the decoding; both give the `GeneratedBatch` contract of reft.generation."""
@@ -40,19 +49,7 @@ class SamplingConfig:
     """reft: our decode loop (fastest, plain full-attention decoders); hf: model.generate."""
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(
-                f"temperature must be > 0 (got {self.temperature}); use do_sample=false for greedy"
-            )
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, 0 meaning no top-k filter (got {self.top_k})")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(
-                f"top_p must be in (0, 1], 1 meaning no nucleus filter (got {self.top_p})"
-            )
-        for name in ("max_new_tokens", "num_samples", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        check_ranges(self, {**SAMPLING_RANGES, "num_samples": ">= 1", "batch_size": ">= 1"})
         if not self.do_sample and self.num_samples > 1:
             raise ValueError(
                 f"greedy decoding would give num_samples={self.num_samples} identical copies; "

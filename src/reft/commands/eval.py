@@ -9,6 +9,7 @@ import argparse
 
 from reft.config import add_config_arguments, config_from_args
 from reft.evaluate.config import EvalConfig
+from reft.models.source import check_model_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(EvalConfig, args)
+    check_model_settings(config)  # before any data is read or directory written
     from reft.evaluate.run import format_table, run_eval
 
     results = run_eval(config)

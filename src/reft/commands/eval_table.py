@@ -6,8 +6,12 @@ reft eval-table SFT=runs/eval/sft ReFT=runs/eval/reft Offline-ST=runs/eval/offli
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
+
+from reft.data.errors import DataError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,15 +26,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reft.evaluate.report import load_results, results_table
+    from reft.evaluate.report import results_table
 
     runs = {}
     for item in args.runs:
         name, _, directory = item.rpartition("=")
         try:
-            runs[name or Path(directory).name] = load_results(directory)
+            runs[name or Path(directory).name] = read_results(directory)
         except FileNotFoundError as error:
             print(f"reft eval-table: error: {error}", file=sys.stderr)
             return 2
     print(results_table(runs))
     return 0
+
+
+def read_results(directory: str) -> dict[str, Any]:
+    """`load_results(directory)`, with a results.json that is not a `reft eval` result reported as
+    a DataError naming the file (not a bare JSONDecodeError or KeyError)."""
+    from reft.evaluate.report import RESULTS_FILE, load_results
+
+    path = Path(directory)
+    path = path / RESULTS_FILE if path.is_dir() else path
+    try:
+        results = load_results(path)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}: {error.msg}"
+        raise DataError(f"not valid JSON ({where})", path) from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"not UTF-8 text: {error}", path) from None
+    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
+        raise DataError("no 'metrics' object: not the results.json of `reft eval`", path)
+    return results

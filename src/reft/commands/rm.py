@@ -9,6 +9,7 @@ import argparse
 
 from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
+from reft.models.source import check_model_settings
 from reft.train.config import RewardModelConfig
 
 
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(RewardModelConfig, args)
+    check_model_settings(config)  # before any data is read or directory written
     from reft.train.reward_model import run_reward_model  # torch loads only when training
 
     state = run_reward_model(config)

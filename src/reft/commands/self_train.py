@@ -10,6 +10,7 @@ import argparse
 
 from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
+from reft.models.source import check_model_settings
 from reft.train.config import SelfTrainConfig
 
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(SelfTrainConfig, args)
+    check_model_settings(config)  # before any data is read or directory written
     from reft.train.self_train import run_self_train  # torch loads only when training
 
     state = run_self_train(config)

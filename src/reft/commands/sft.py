@@ -9,6 +9,7 @@ import argparse
 
 from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
+from reft.models.source import check_model_settings
 from reft.train.config import SFTConfig
 
 
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(SFTConfig, args)
+    check_model_settings(config)  # before any data is read or directory written
     from reft.train.sft import run_sft  # torch and transformers load only when training
 
     state = run_sft(config)

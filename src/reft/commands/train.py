@@ -9,6 +9,7 @@ import argparse
 
 from reft.commands import report
 from reft.config import add_config_arguments, config_from_args
+from reft.models.source import check_model_settings
 from reft.train.config import PPOConfig
 
 
@@ -22,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(PPOConfig, args)
+    check_model_settings(config)  # before any data is read or directory written
     from reft.train.ppo import run_ppo  # torch and transformers load only when training
 
     state = run_ppo(config)

@@ -217,7 +217,7 @@ def _check_unique_ids(examples: list[Example], lines: list[int], path: str | Pat
 def _read_rows(path: Path) -> list[tuple[int, Any]]:
     """(line number, decoded record) for a JSON array file or a JSON lines file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is skipped
     except UnicodeDecodeError as error:
         raise DataError(f"not UTF-8 text: {error}", path) from None
     if not text.strip():

@@ -13,6 +13,7 @@ from typing import Any
 
 from reft.data.example import CotKind
 from reft.data.synthetic import SynthConfig
+from reft.models.presets import check_preset
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 """Where the shipped recipes live (`default.yaml`, and `quick.yaml` layered on it by --quick)."""
@@ -96,6 +97,9 @@ class DemoConfig:
     """`reft rm train` settings (the reranker, trained on samples of the SFT baseline)."""
     eval: dict[str, Any] = field(default_factory=dict)
     """`reft eval` settings for the test-split evaluation of every method."""
+
+    def __post_init__(self) -> None:
+        check_preset("model", self.model)  # before the demo writes its corpus
 
     def seed_list(self) -> list[int]:
         """The seeds as integers ("0,1,2" -> [0, 1, 2])."""

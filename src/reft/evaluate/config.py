@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reft.config import check_ranges
 from reft.data.example import CotKind
 from reft.generation_config import SamplingConfig
+from reft.models.presets import PRESET_PREFIX
 
 
 @dataclass
@@ -40,8 +42,12 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model is required (model=PATH or --model PATH)")
-        if self.limit < 0:
-            raise ValueError(f"limit must be >= 0, got {self.limit}")
+        if self.model.startswith(PRESET_PREFIX):
+            raise ValueError(
+                f"model={self.model}: a preset is an untrained architecture that only the training "
+                "commands build; give a checkpoint directory or a Hugging Face model"
+            )
+        check_ranges(self, {"limit": ">= 0", "timeout_s": "> 0"})
 
 
 @dataclass
@@ -55,7 +61,7 @@ class SampleConfig(InferenceConfig):
     num_samples: int = 1
     """Completions per question (K)."""
     temperature: float = 1.0
-    """Sampling temperature (the reference's RL sampling: 1.0)."""
+    """Sampling temperature, > 0 (the reference's RL sampling: 1.0); greedy is do_sample=false."""
     top_k: int = 0
     """Top-k filter; 0 = off (the reference's RL sampling)."""
     top_p: float = 1.0
@@ -105,8 +111,7 @@ class EvalConfig(InferenceConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.k < 0:
-            raise ValueError(f"k must be >= 0, got {self.k}")
+        check_ranges(self, {"k": ">= 0"})
         if self.rerank and not self.k:
             raise ValueError("rerank needs K samples to choose from: set k > 0 (e.g. --k 8)")
         self.greedy_sampling()

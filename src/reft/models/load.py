@@ -4,7 +4,9 @@ Models go through `AutoModelForCausalLM` / `AutoTokenizer`, so the Llama, Qwen2,
 and reft's tiny presets (reft.models.presets) load the same way. Tokenizers pad on the left, as
 generation needs. A tokenizer without a pad token gets its EOS token as pad: reft never infers a loss
 mask or a response end from pad ids (training labels are built explicitly in reft.data.tokenize, and
-response masks from the first generated EOS in reft.generation), so pad == eos is safe.
+response masks from the first generated EOS in reft.generation), so pad == eos is safe. A source
+that cannot be loaded (no such model, no network, no weights) raises a one-line ConfigError naming it;
+the commands check their model settings earlier still (reft.models.source).
 
 GGUF (llama.cpp's single-file format, often quantised): a source ending in `.gguf` (`DIR/model.gguf`,
 or `ORG/REPO/model.gguf` on the hub) is split into the directory or repository and the file name, or
@@ -17,10 +19,13 @@ package (`pip install 'reft[gguf]'`).
 from __future__ import annotations
 
 import importlib.util
-from pathlib import PurePosixPath
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from reft.config import ConfigError
+from reft.models.source import split_gguf_source
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -34,9 +39,6 @@ DTYPES = {
     "fp16": torch.float16,
 }
 """Accepted dtype names."""
-
-GGUF_SUFFIX = ".gguf"
-"""File extension of GGUF checkpoints; a model source ending in it names a GGUF file."""
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -70,21 +72,19 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def split_gguf_source(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """(directory or hub repository, GGUF file name or None), as `from_pretrained` takes them.
-
-    `DIR/model.gguf` -> (`DIR`, `model.gguf`); `ORG/REPO/model.gguf` -> (`ORG/REPO`, `model.gguf`); a
-    source not ending in `.gguf`, or one given together with `gguf_file`, is returned unchanged.
-    """
-    if gguf_file is not None or not name_or_path.endswith(GGUF_SUFFIX):
-        return name_or_path, gguf_file
-    path = PurePosixPath(name_or_path)
-    return str(path.parent), path.name
-
-
 def _require_gguf_reader(gguf_file: str | None) -> None:
     if gguf_file is not None and importlib.util.find_spec("gguf") is None:
         raise ImportError(f"loading {gguf_file!r} needs the gguf package: pip install 'reft[gguf]'")
+
+
+def _from_pretrained(load: Callable[..., Any], name_or_path: str, *args: Any, **kwargs: Any) -> Any:
+    """`load(name_or_path, ...)` (a `from_pretrained`), its OSError (no such model, no network, no
+    weights in the directory) reported as a one-line ConfigError naming the model."""
+    try:
+        return load(name_or_path, *args, **kwargs)
+    except OSError as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"model {name_or_path}: cannot be loaded: {first_line}") from error
 
 
 def _unpacking_gguf_options() -> dict[str, Any]:
@@ -114,7 +114,9 @@ def load_tokenizer(
 
     source, gguf_file = split_gguf_source(name_or_path, gguf_file)
     _require_gguf_reader(gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file, **kwargs)
+    tokenizer = _from_pretrained(
+        AutoTokenizer.from_pretrained, source, gguf_file=gguf_file, **kwargs
+    )
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -145,7 +147,11 @@ def load_causal_lm(
     kwargs.setdefault("attn_implementation", "sdpa")
     if gguf_file is not None:
         kwargs = {**_unpacking_gguf_options(), **kwargs}
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=resolve_dtype(dtype), gguf_file=gguf_file, **kwargs
+    model = _from_pretrained(
+        AutoModelForCausalLM.from_pretrained,
+        source,
+        dtype=resolve_dtype(dtype),
+        gguf_file=gguf_file,
+        **kwargs,
     )
     return model.to(resolve_device(device)).eval()

@@ -9,6 +9,9 @@ without reft installed.
 
 Parameter counts below are for an 800-token vocabulary (the embedding, vocab_size x hidden_size, is
 counted once because it is tied); each extra 100 tokens adds 100 x hidden_size.
+
+torch, transformers and tokenizers are imported by the builders only, so configs check preset names
+(`check_preset`) without loading them.
 """
 
 from __future__ import annotations
@@ -20,10 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import torch
-
-from reft.models.tokenizer import train_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -61,6 +60,19 @@ PRESETS: dict[str, TinyPreset] = {
 }
 """The registry of presets, by name."""
 
+PRESET_PREFIX = "preset:"
+"""A model setting `preset:NAME` builds preset NAME from scratch instead of loading weights."""
+
+
+def check_preset(setting: str, source: str) -> None:
+    """Raise ValueError if the model setting `setting` is `preset:NAME` with an unknown NAME (any
+    other value passes); configs call it, so a typo fails before any work."""
+    if source.startswith(PRESET_PREFIX) and source.removeprefix(PRESET_PREFIX) not in PRESETS:
+        raise ValueError(
+            f"{setting}={source}: unknown preset; known presets: "
+            + ", ".join(PRESET_PREFIX + name for name in PRESETS)
+        )
+
 
 def get_preset(name: str) -> TinyPreset:
     """The preset called `name`, or ValueError listing the known presets."""
@@ -76,6 +88,7 @@ def build_tiny_model(
 
     The global torch RNG is left untouched: initialisation draws from a forked RNG seeded with `seed`.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     spec = get_preset(preset)
@@ -110,6 +123,8 @@ def init_tiny_checkpoint(
     directory first, then renamed. An existing non-empty `out_dir` is an error (FileExistsError).
     Returns `out_dir`.
     """
+    from reft.models.tokenizer import train_tokenizer
+
     out_dir = Path(out_dir)
     get_preset(preset)  # fail on a bad name before training the tokenizer
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):

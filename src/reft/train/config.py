@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from reft.config import check_ranges
 from reft.data.example import CotKind
 from reft.data.tokenize import OverlengthPolicy
+from reft.generation_config import SAMPLING_RANGES
+from reft.models.presets import PRESET_PREFIX, check_preset
 
 
 class Schedule(str, Enum):
@@ -120,14 +123,32 @@ class TrainConfig:
     """Continue from the latest checkpoint in out_dir (same config) instead of starting over."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.micro_batch_size < 1:
-            raise ValueError("batch_size and micro_batch_size must be >= 1")
+        check_ranges(self, TRAIN_RANGES)
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("set epochs > 0 or max_steps > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError("need lora_r >= 1, lora_alpha > 0 and lora_dropout in [0, 1)")
+        check_preset("model", self.model)
+
+    def check_micro_batches(self) -> None:
+        """For trainers that split each batch of `batch_size` sequences into micro-batches (SFT,
+        offline self-training, the reward model): micro_batch_size must divide it. More processes
+        are checked when the run starts (TrainingRun.accumulation_steps)."""
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size}: must divide "
+                f"batch_size={self.batch_size} (each step runs whole micro-batches)"
+            )
+
+
+TRAIN_RANGES = {
+    "dev_holdout": ">= 0", "dev_limit": ">= 0", "max_length": ">= 1",
+    "preset_vocab_size": ">= 1", "lora_r": ">= 1", "lora_alpha": "> 0",
+    "lora_dropout": "in [0, 1)", "lr": "> 0", "warmup_ratio": "in [0, 1)", "weight_decay": ">= 0",
+    "max_grad_norm": ">= 0", "batch_size": ">= 1", "micro_batch_size": ">= 1", "epochs": ">= 0",
+    "max_steps": ">= 0", "stop_epochs": ">= 0", "max_seconds": ">= 0", "patience": ">= 0",
+    "eval_every": ">= 0", "eval_max_new_tokens": ">= 1", "eval_batch_size": ">= 1",
+    "save_every": ">= 0", "keep_last": ">= 1", "log_every": ">= 1",
+}  # fmt: skip
+"""Accepted range of each numeric TrainConfig field (reft.config.RANGES)."""
 
 
 @dataclass
@@ -142,6 +163,10 @@ class SFTConfig(TrainConfig):
     """Fraction of the optimizer steps spent warming the learning rate up linearly from 0."""
     epochs: float = 2.0
     """Passes over the training set (the paper's warm-up: 2 epochs; its SFT baseline: 40)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_micro_batches()
 
 
 class ValueModelKind(str, Enum):
@@ -275,31 +300,32 @@ class PPOConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, {**SAMPLING_RANGES, **PPO_RANGES})
         rollouts = self.batch_size * self.samples_per_prompt
-        if rollouts % self.mini_batch_size or self.mini_batch_size % self.micro_batch_size:
+        if rollouts % self.mini_batch_size:
             raise ValueError(
-                f"need mini_batch_size | batch_size x samples_per_prompt ({rollouts}) and "
-                f"micro_batch_size | mini_batch_size; got mini {self.mini_batch_size}, "
-                f"micro {self.micro_batch_size}"
+                f"mini_batch_size={self.mini_batch_size}: must divide the {rollouts} responses "
+                "of a step (batch_size x samples_per_prompt)"
             )
-        if (
-            self.kl_coef < 0
-            or self.vf_coef < 0
-            or self.ppo_epochs < 1
-            or self.samples_per_prompt < 1
-            or self.critic_warmup_steps < 0
-        ):
+        if self.mini_batch_size % self.micro_batch_size:
             raise ValueError(
-                "need kl_coef >= 0, vf_coef >= 0, ppo_epochs >= 1, samples_per_prompt >= 1, "
-                "critic_warmup_steps >= 0"
+                f"micro_batch_size={self.micro_batch_size}: must divide "
+                f"mini_batch_size={self.mini_batch_size}"
             )
         if self.lora and self.ref_model is not None:
             raise ValueError(
                 "with lora=true the reference is the policy with its adapters disabled: "
                 "leave ref_model null"
             )
-        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
-            raise ValueError("vllm_gpu_memory_utilization must be in (0, 1]")
+
+
+PPO_RANGES = {
+    "mini_batch_size": ">= 1", "samples_per_prompt": ">= 1", "ppo_epochs": ">= 1",
+    "kl_coef": ">= 0", "gamma": "in [0, 1]", "lam": "in [0, 1]", "clip_range": "> 0",
+    "clip_range_value": "> 0", "vf_coef": ">= 0", "critic_warmup_steps": ">= 0",
+    "rollout_batch_size": ">= 1", "vllm_gpu_memory_utilization": "in (0, 1]", "timeout_s": "> 0",
+}  # fmt: skip
+"""Accepted range of each numeric PPOConfig field of its own (rollout sampling: SAMPLING_RANGES)."""
 
 
 class SelfTrainMode(str, Enum):
@@ -338,8 +364,8 @@ class SelfSampledConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_samples < 1 or self.sample_batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("need num_samples, sample_batch_size and max_new_tokens >= 1")
+        check_ranges(self, {**SAMPLING_RANGES, "num_samples": ">= 1", "sample_batch_size": ">= 1",
+                            "timeout_s": "> 0"})  # fmt: skip
 
 
 @dataclass
@@ -378,10 +404,12 @@ class SelfTrainConfig(SelfSampledConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_unique_per_question < 0 or self.samples_per_prompt < 1:
-            raise ValueError("need max_unique_per_question >= 0 and samples_per_prompt >= 1")
-        if self.update_epochs < 1 or min(self.own_weight, self.gold_weight) < 0:
-            raise ValueError("need update_epochs >= 1 and own_weight, gold_weight >= 0")
+        check_ranges(self, {
+            "max_unique_per_question": ">= 0", "samples_per_prompt": ">= 1",
+            "update_epochs": ">= 1", "own_weight": ">= 0", "gold_weight": ">= 0",
+        })  # fmt: skip
+        if self.mode is SelfTrainMode.offline:  # online samples every step: no micro-batch split
+            self.check_micro_batches()
         if self.own_weight + self.gold_weight <= 0:
             raise ValueError("own_weight + gold_weight must be > 0")
         if self.mode is SelfTrainMode.online and self.sample_model is not None:
@@ -389,7 +417,7 @@ class SelfTrainConfig(SelfSampledConfig):
                 "online self-training samples with the policy it trains: unset sample_model"
             )
         sampler = self.sample_model or self.model
-        if self.mode is SelfTrainMode.offline and sampler.startswith("preset:"):
+        if self.mode is SelfTrainMode.offline and sampler.startswith(PRESET_PREFIX):
             raise ValueError(
                 f"offline self-training samples from {sampler!r}, an untrained preset: set "
                 "sample_model to the warm-up checkpoint"
@@ -423,9 +451,9 @@ class RewardModelConfig(SelfSampledConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_unique_per_question < 0:
-            raise ValueError("max_unique_per_question must be >= 0")
-        if any(name.startswith("preset:") for name in (self.model, self.sample_model or "")):
+        check_ranges(self, {"max_unique_per_question": ">= 0"})
+        self.check_micro_batches()
+        if any(name.startswith(PRESET_PREFIX) for name in (self.model, self.sample_model or "")):
             raise ValueError(
                 "the reward model starts from, and samples with, trained causal-LM checkpoints, "
                 "not a preset"

@@ -28,8 +28,8 @@ from reft.data.synthetic_stories import FAMILIES
 from reft.demo.config import DemoConfig
 from reft.demo.data import SynthFile, synth_knobs, write_synth_files
 from reft.demo.stages import Stage, as_overrides
+from reft.models.presets import PRESET_PREFIX
 
-PRESET_PREFIX = "preset:"
 BASE_FORMAT = 1
 """Part of the cache key: raise it when the way a base is built changes."""
 

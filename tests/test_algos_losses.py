@@ -1,16 +1,19 @@
-"""PPO policy and value losses (values, branches, gradients) and the loss aggregators."""
+"""PPO policy and value losses (values, branches, gradients), the loss aggregators (incl. Dr. GRPO's
+token_sum_constant), and k3 as a differentiable KL loss term (GRPO)."""
 
 import math
 
 import pytest
 import torch
 
+from reft.algos.kl import kl_k3
 from reft.algos.losses import (
     LOSS_AGGREGATORS,
     ppo_policy_loss,
     seq_mean_token_mean,
     sft_nll,
     token_mean,
+    token_sum_constant,
     value_loss,
 )
 
@@ -139,3 +142,62 @@ def test_registry():
         "seq_mean_token_mean": seq_mean_token_mean,
         "token_mean": token_mean,
     } == LOSS_AGGREGATORS
+
+
+def test_token_sum_constant_hand_values():
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 99.0, 99.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    # (1 + 2 + 3 + 4) / (2 sequences * 5) = 1.0, whatever the responses' lengths
+    assert token_sum_constant(loss, mask, normalizer=5.0).item() == pytest.approx(1.0)
+    # an empty batch or an all-masked one gives 0, not NaN
+    assert token_sum_constant(loss, torch.zeros_like(mask), 5.0).item() == 0.0
+    assert (
+        token_sum_constant(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.bool), 5.0).item()
+        == 0.0
+    )
+    with pytest.raises(ValueError, match="normalizer"):
+        token_sum_constant(loss, mask, normalizer=0.0)
+
+
+def test_token_sum_constant_matches_plain_loop_and_token_weights_are_equal():
+    gen = torch.Generator().manual_seed(3)
+    loss = torch.randn(5, 8, generator=gen, dtype=F64, requires_grad=True)
+    mask = torch.rand(5, 8, generator=gen) < 0.6
+    mask[4] = False
+    total = sum(loss[b, t].item() for b in range(5) for t in range(8) if mask[b, t])
+    out = token_sum_constant(loss, mask, normalizer=8.0)
+    assert out.item() == pytest.approx(total / (5 * 8.0), abs=1e-12)
+    # every response token gets the same weight 1 / (B * normalizer), long or short response
+    out.backward()
+    expected = torch.where(mask, torch.tensor(1.0 / 40.0, dtype=F64), 0.0)
+    torch.testing.assert_close(loss.grad, expected, rtol=0.0, atol=1e-15)
+    assert token_sum_constant not in LOSS_AGGREGATORS.values()  # needs its normalizer bound
+
+
+def test_kl_k3_gradient_is_one_minus_ratio():
+    # GRPO puts beta * k3 in the loss (DeepSeekMath eq. 4); d k3 / d logp = 1 - exp(ref - logp),
+    # negative where the policy is less likely than the reference, 0 where they agree.
+    gen = torch.Generator().manual_seed(4)
+    logprobs = (-3.0 * torch.rand(4, 7, generator=gen, dtype=F64)).requires_grad_(True)
+    ref = -3.0 * torch.rand(4, 7, generator=gen, dtype=F64)
+    ref[0, 0] = logprobs[0, 0].item()
+    kl_k3(logprobs, ref).sum().backward()
+    analytic = 1.0 - torch.exp(ref - logprobs.detach())
+    torch.testing.assert_close(logprobs.grad, analytic, rtol=1e-12, atol=1e-12)
+    assert logprobs.grad[0, 0].item() == 0.0
+    assert torch.autograd.gradcheck(
+        lambda lp: kl_k3(lp, ref), (logprobs.detach().requires_grad_(),)
+    )
+
+
+def test_kl_k3_as_masked_loss_term():
+    # pg + beta * k3 per token, aggregated: masked tokens get no gradient, the others
+    # beta * (1 - exp(ref - logp)) / (B * normalizer) on top of the policy-gradient term.
+    gen = torch.Generator().manual_seed(5)
+    logprobs = (-2.0 * torch.rand(3, 5, generator=gen, dtype=F64)).requires_grad_(True)
+    ref = -2.0 * torch.rand(3, 5, generator=gen, dtype=F64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]).bool()
+    beta, normalizer = 0.04, 5.0
+    token_sum_constant(beta * kl_k3(logprobs, ref), mask, normalizer).backward()
+    analytic = torch.where(mask, beta * (1.0 - torch.exp(ref - logprobs.detach())), 0.0)
+    torch.testing.assert_close(logprobs.grad, analytic / (3 * normalizer), rtol=1e-12, atol=1e-15)

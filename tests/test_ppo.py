@@ -18,7 +18,7 @@ from reft.checkpoint import Checkpointer
 from reft.cli import main
 from reft.config import ConfigError, load_config
 from reft.metrics import read_metrics
-from reft.train.config import PPOConfig
+from reft.train.config import Estimator, PPOConfig
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +64,39 @@ def test_mean_reward_rises_with_bounded_kl(bandit, tmp_path):
                 "tokens_per_s", "time_rollout", "time_scoring", "time_forward", "time_update"}  # fmt: skip
     assert expected <= set(train[0])
     assert train[0]["kl"] == 0.0, "at the first rollout the policy IS the reference"
+
+
+CRITIC_FREE = {
+    "grpo": ["estimator=grpo"],
+    "grpo_kl_loss": ["estimator=grpo", "kl_placement=loss", "kl_estimator=k3"],
+    "dr_grpo": ["estimator=dr_grpo", "loss_aggregation=token_sum_constant"],
+    "rloo": ["estimator=rloo"],
+    "reinforce_pp": ["estimator=reinforce_pp"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRITIC_FREE))
+def test_critic_free_estimators_raise_the_reward_without_a_value_model(bandit, tmp_path, name):
+    """8 prompts x 4 samples: the group baselines need several samples per prompt."""
+    out = tmp_path / name
+    args = [*PPO_ARGS, "batch_size=8", "samples_per_prompt=4", "micro_batch_size=16"]
+    assert main(["train", f"model={bandit['warmup']}", f"train_data={bandit['rl']}", f"out_dir={out}",
+                 "max_steps=30", *args, *CRITIC_FREE[name]]) == 0  # fmt: skip
+    train = read_metrics(out, "train")
+    first = sum(r["reward"] for r in train[:5]) / 5
+    last = sum(r["reward"] for r in train[-5:]) / 5
+    assert last > first + 0.2, f"{name}: mean reward did not rise: {first:.3f} -> {last:.3f}"
+    assert "value_loss" not in train[0] and "explained_variance" not in train[0]
+    assert ("kl_loss" in train[0]) == ("kl_placement=loss" in CRITIC_FREE[name])
+    checkpoint = Checkpointer(out).latest().path
+    assert not list(checkpoint.glob("value_head*")) and not (checkpoint / "critic").exists()
+
+
+def test_group_estimators_need_several_samples_per_prompt():
+    with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
+        PPOConfig(estimator=Estimator.rloo, samples_per_prompt=1)
+    with pytest.raises(ValueError, match="no critic"):
+        PPOConfig(estimator=Estimator.grpo, samples_per_prompt=4, critic_warmup_steps=2)
 
 
 def test_separate_critic_and_no_kl_ablations_run(bandit, tmp_path):

@@ -9,6 +9,9 @@ Every loss returns a (B, T) tensor, 0 where the mask is false; an aggregator fro
 - "token_mean": average over all response tokens of the batch, so long responses weigh more
   (the commented-out alternative at train_rl_reft.py:467 and :475; TRL's PPO).
 
+`token_sum_constant` (Dr. GRPO) divides by B x a constant instead; it needs that constant, so it is
+bound at config time rather than listed in the registry.
+
 Loss = pg + vf_coef * vf (train_rl_reft.py:478) is the trainer's sum, not a function here.
 The reference hard-codes both clip ranges to 0.2 (:465, :471); here they are arguments.
 """
@@ -107,6 +110,33 @@ def token_mean(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     keep = mask.bool()
     return masked_sum(loss, keep) / keep.sum().clamp(min=1)
+
+
+def token_sum_constant(loss: torch.Tensor, mask: torch.Tensor, normalizer: float) -> torch.Tensor:
+    """Sum over every unmasked token, divided by (number of sequences x a constant); 0-dim.
+
+    Dr. GRPO's aggregation (Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical
+    Perspective", arXiv 2503.20783; sail-sg/understand-r1-zero train_zero_math.py, `masked_sum`
+    with `constant_normalizer=args.generate_max_length`, then the mean over sequences). Dividing by
+    each response's own length (`seq_mean_token_mean`) gives a token of a short response more
+    weight than one of a long response, which favours short correct and long wrong answers; a
+    constant gives every token the same weight 1 / (B * normalizer).
+
+    Args:
+        loss: (B, T) per-token loss.
+        mask: (B, T) bool or 0/1, true on response tokens.
+        normalizer: the constant, e.g. the maximum response length (max_new_tokens); > 0.
+
+    Returns:
+        sum_b sum_t loss[b, t] * mask[b, t] / (B * normalizer); 0 for B == 0. Not in
+        `LOSS_AGGREGATORS`, whose functions take (loss, mask) only: bind `normalizer` at config
+        time, e.g. `functools.partial(token_sum_constant, normalizer=max_new_tokens)`.
+
+    Plain loop: `sum(loss[b][t] for b in range(B) for t in range(T) if mask[b][t]) / (B * normalizer)`.
+    """
+    if normalizer <= 0:
+        raise ValueError(f"normalizer must be > 0, got {normalizer}")
+    return masked_sum(loss, mask.bool()) / (max(loss.shape[0], 1) * normalizer)
 
 
 LossAggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

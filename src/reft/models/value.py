@@ -292,7 +292,7 @@ class ActorCritic(nn.Module, ABC):
     kind: str
     """Registry name of the subclass, also written into the head file's metadata."""
 
-    def __init__(self, policy: PreTrainedModel, value_head: ValueHead) -> None:
+    def __init__(self, policy: PreTrainedModel, value_head: ValueHead | None) -> None:
         super().__init__()
         self.policy = policy
         self.value_head = value_head
@@ -333,7 +333,11 @@ class ActorCritic(nn.Module, ABC):
                 input_ids, attention_mask, response_length
             )
         logprobs = logprobs_from_logits(logits, input_ids[:, -response_length:])
-        values = self.value_head(states).float()
+        values = (
+            self.value_head(states).float()
+            if self.value_head is not None
+            else torch.zeros_like(logprobs, requires_grad=False)
+        )
         entropy = None
         if with_entropy:
             with torch.no_grad():
@@ -343,8 +347,9 @@ class ActorCritic(nn.Module, ABC):
     @abstractmethod
     def _response_logits_and_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Policy logits (B, T, V) and value-model hidden states (B, T, H) at positions P-1+t."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Policy logits (B, T, V) and value-model hidden states (B, T, H) at positions P-1+t
+        (None without a value model)."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter the PPO optimizer updates: policy, head (and critic trunk), once each."""
@@ -441,9 +446,34 @@ class SeparateCritic(ActorCritic):
         self.trunk.load_state_dict(saved.state_dict())
 
 
+class PolicyOnly(ActorCritic):
+    """No value model, for the critic-free estimators (GRPO, RLOO, REINFORCE++): values are 0 and
+    nothing but the policy is trained, saved or checkpointed."""
+
+    kind = "none"
+
+    def __init__(self, policy: PreTrainedModel, seed: int = 0) -> None:
+        super().__init__(policy, None)
+
+    def _response_logits_and_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+    ) -> tuple[torch.Tensor, None]:
+        logits, _ = _causal_lm_forward(
+            self.policy, input_ids, attention_mask, response_length, output_hidden_states=False
+        )
+        return logits, None
+
+    def save(self, directory: str | Path) -> None:
+        """Nothing beside the policy's own files."""
+
+    def load(self, directory: str | Path) -> None:
+        """Nothing to restore."""
+
+
 VALUE_MODELS: dict[str, Callable[[PreTrainedModel, int], ActorCritic]] = {
     SharedTrunkValueModel.kind: SharedTrunkValueModel,
     SeparateCritic.kind: SeparateCritic.from_policy,
+    PolicyOnly.kind: PolicyOnly,
 }
 """Value-model constructors by config name: `VALUE_MODELS[name](policy, seed)`."""
 

@@ -176,6 +176,41 @@ class ValueModelKind(str, Enum):
     """A linear head on the policy's last hidden state (the paper's default)."""
     separate_critic = "separate_critic"
     """A critic with its own trunk, initialised from the same checkpoint (the paper's ablation)."""
+    none = "none"
+    """No value model: what a critic-free estimator uses, whatever this setting says."""
+
+
+class Estimator(str, Enum):
+    """How a PPO step turns outcome scores into per-token advantages (reft.algos)."""
+
+    gae = "gae"
+    """GAE with the value model's baseline, then whitening (the paper's PPO)."""
+    grpo = "grpo"
+    """(r - group mean) / group std over each prompt's samples (DeepSeekMath's GRPO); no critic."""
+    dr_grpo = "dr_grpo"
+    """r - group mean, no std (Dr. GRPO, Liu et al. 2025); no critic."""
+    rloo = "rloo"
+    """r - mean of the prompt's OTHER samples (RLOO, Ahmadian et al. 2024); no critic."""
+    reinforce_pp = "reinforce_pp"
+    """Discounted return of the KL-penalised token rewards, whitened over the batch
+    (REINFORCE++, Hu 2025); no critic."""
+
+    @property
+    def uses_critic(self) -> bool:
+        return self is Estimator.gae
+
+    @property
+    def uses_groups(self) -> bool:
+        return self in (Estimator.grpo, Estimator.dr_grpo, Estimator.rloo)
+
+
+class KLPlacement(str, Enum):
+    """Where the KL to the reference enters the objective."""
+
+    reward = "reward"
+    """-kl_coef x KL on every token's reward (ReFT, PPO-RLHF, REINFORCE++)."""
+    loss = "loss"
+    """+kl_coef x the aggregated KL as a loss term, with gradient (GRPO; use kl_estimator=k3)."""
 
 
 class KLEstimator(str, Enum):
@@ -218,6 +253,9 @@ class LossAggregation(str, Enum):
     """Mean over each sequence's response tokens, then over sequences (the reference's choice)."""
     token_mean = "token_mean"
     """Mean over all response tokens of the mini-batch (long responses weigh more)."""
+    token_sum_constant = "token_sum_constant"
+    """Sum over the mini-batch's response tokens / (sequences x max_new_tokens): Dr. GRPO's
+    constant normaliser, no length bias."""
 
 
 @dataclass
@@ -253,12 +291,19 @@ class PPOConfig(TrainConfig):
     """Responses sampled per prompt (reference: 1)."""
     ppo_epochs: int = 2
     """Passes over each rollout batch (reference: 2)."""
+    estimator: Estimator = Estimator.gae
+    """Advantage estimator: gae (the paper: critic + GAE) or a critic-free one (grpo, dr_grpo,
+    rloo: need samples_per_prompt >= 2; reinforce_pp). Without gae no value model is built."""
+    group_std: bool = True
+    """estimator=grpo: divide by the group's std (false: Dr. GRPO's choice, keep the scale)."""
     value_model: ValueModelKind = ValueModelKind.shared_trunk
-    """Value head on the policy trunk, or a separate critic (ablation)."""
+    """Value head on the policy trunk, or a separate critic (ablation); estimator=gae only."""
     kl_coef: float = 0.05
     """beta of the per-token KL penalty (reference: 0.05 N-CoT, 0.01 P-CoT; 0 = ablation)."""
+    kl_placement: KLPlacement = KLPlacement.reward
+    """KL in the reward (ReFT) or as a loss term (GRPO)."""
     kl_estimator: KLEstimator = KLEstimator.k1
-    """Estimator of the per-token KL in the reward."""
+    """Estimator of the per-token KL (k1 in the reward as the reference; k3 as GRPO's loss)."""
     gamma: float = 1.0
     """GAE discount (reference: 1.0)."""
     lam: float = 0.95
@@ -311,6 +356,17 @@ class PPOConfig(TrainConfig):
             raise ValueError(
                 f"micro_batch_size={self.micro_batch_size}: must divide "
                 f"mini_batch_size={self.mini_batch_size}"
+            )
+        if self.estimator.uses_critic and self.value_model is ValueModelKind.none:
+            raise ValueError("estimator=gae needs a value model: value_model=none is for the "
+                             "critic-free estimators")  # fmt: skip
+        if self.critic_warmup_steps and not self.estimator.uses_critic:
+            raise ValueError(f"critic_warmup_steps={self.critic_warmup_steps}: there is no critic "
+                             f"to warm up with estimator={self.estimator.value}")  # fmt: skip
+        if self.estimator.uses_groups and self.samples_per_prompt < 2:
+            raise ValueError(
+                f"estimator={self.estimator.value}: needs samples_per_prompt >= 2 (its baseline "
+                f"is the other samples of the same prompt), got {self.samples_per_prompt}"
             )
         if self.lora and self.ref_model is not None:
             raise ValueError(

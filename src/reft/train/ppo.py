@@ -7,6 +7,12 @@ GAE, whitening), then step 8 here: `ppo_epochs` passes of mini-batch updates wit
 surrogate and the clipped value loss, dropout off (the value model keeps every network in eval mode).
 Deviations from the reference code are listed in docs/implementation_details.md.
 
+Critic-free estimators (`estimator=grpo|dr_grpo|rloo|reinforce_pp`, reft.train.config.Estimator):
+the same clipped policy update, with the estimator's advantages (reft.train.rollout) and no value
+model at all (reft.models.value.PolicyOnly: nothing built, trained or checkpointed beside the
+policy); `kl_placement=loss` adds kl_coef x the aggregated KL (k3 for GRPO) to the loss instead of
+the reward; `loss_aggregation=token_sum_constant` is Dr. GRPO's constant normaliser.
+
 Fused first forward (`fuses_first_forward`): when each process's rollout is one mini-batch of one
 micro-batch, the rollout's separate no-grad policy+value forward is skipped and epoch 1's update
 forward supplies the old log-probs and values; metrics then show `time_forward` (the reference's
@@ -22,18 +28,22 @@ each process draws its own rows, a different but equally random partition.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 
 from reft.algos import (
+    KL_ESTIMATORS,
     LOSS_AGGREGATORS,
     approx_kl_k1,
     clip_fraction,
     explained_variance,
     masked_mean,
     ppo_policy_loss,
+    token_sum_constant,
     value_loss,
 )
 from reft.evaluate.dev import make_dev_evaluator
@@ -47,7 +57,7 @@ from reft.models.value import (
 )
 from reft.rollout_backends import RolloutBackend
 from reft.train.batching import global_batch, shard, step_counts
-from reft.train.config import LossAggregation, PPOConfig
+from reft.train.config import KLPlacement, LossAggregation, PPOConfig, ValueModelKind
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
@@ -63,6 +73,13 @@ from reft.train.rollout import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def loss_aggregator(config: PPOConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(per-token loss, mask) -> one number, as `config.loss_aggregation` says."""
+    if config.loss_aggregation is LossAggregation.token_sum_constant:
+        return functools.partial(token_sum_constant, normalizer=config.max_new_tokens)
+    return LOSS_AGGREGATORS[config.loss_aggregation.value]
 
 
 def fuses_first_forward(config: PPOConfig, num_processes: int) -> bool:
@@ -86,7 +103,10 @@ class PPOUpdate:
     def __init__(self, run: TrainingRun, config: PPOConfig) -> None:
         self.run = run
         self.config = config
-        self.aggregate = LOSS_AGGREGATORS[config.loss_aggregation.value]
+        self.aggregate = loss_aggregator(config)
+        self.critic = config.estimator.uses_critic
+        self.kl_loss = config.kl_placement is KLPlacement.loss
+        self.kl_estimator = KL_ESTIMATORS[config.kl_estimator.value]
         self.by_tokens = config.loss_aggregation is LossAggregation.token_mean
         self.train_policy = True
         """False during critic_warmup_steps: the policy loss is left out of the backward."""
@@ -192,15 +212,24 @@ class PPOUpdate:
         pg = self.aggregate(
             ppo_policy_loss(out.logprobs, old_logprobs, advantages, mask, config.clip_range), mask
         )
-        vf = self.aggregate(
-            value_loss(out.values, old_values, returns, mask, config.clip_range_value), mask
-        )
-        loss = config.vf_coef * vf + (pg if self.train_policy else 0.0)  # critic warm-up: no pg
+        loss = pg if self.train_policy else 0.0  # critic warm-up: no policy loss
+        stats = {"policy_loss": pg.item()}
+        if self.critic:
+            vf = self.aggregate(
+                value_loss(out.values, old_values, returns, mask, config.clip_range_value), mask
+            )
+            loss = loss + config.vf_coef * vf
+            stats["value_loss"] = vf.item()
+        if self.kl_loss:  # GRPO: the KL to the reference as a loss term, with its gradient
+            # Off the response the reference is set equal to the policy: padding's arbitrary
+            # log-probs could overflow k3's exp into a NaN gradient, even though they are masked.
+            ref = torch.where(mask.bool(), experience.ref_logprobs[rows], out.logprobs.detach())
+            kl = self.aggregate(self.kl_estimator(out.logprobs, ref), mask)
+            loss = loss + config.kl_coef * kl
+            stats["kl_loss"] = kl.item()
         self.run.accelerator.backward(loss * weight)
         with torch.no_grad():
-            return {
-                "policy_loss": pg.item(),
-                "value_loss": vf.item(),
+            return stats | {
                 "entropy": masked_mean(out.entropy, mask).item(),
                 "approx_kl": approx_kl_k1(out.logprobs, old_logprobs, mask).item(),
                 "clip_fraction": clip_fraction(
@@ -235,7 +264,8 @@ class PPOStep:
         metrics = self._rollout_metrics(experience) | losses
         metrics |= {f"time_{key}": value for key, value in timings.items()}
         metrics = self._mean_over_processes(metrics)
-        metrics["explained_variance"] = self._explained_variance(experience)
+        if self.config.estimator.uses_critic:
+            metrics["explained_variance"] = self._explained_variance(experience)
         tokens = self._sum_over_processes(experience.response_mask.sum())
         metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
         return metrics
@@ -309,7 +339,8 @@ def run_ppo(config: PPOConfig) -> RunState:
     run = TrainingRun(config, stage="reft")
     examples, dev_examples = load_train_and_dev(config)
     policy, tokenizer = load_training_model(run, examples)
-    actor_critic = VALUE_MODELS[config.value_model.value](policy, config.seed)
+    value_model = config.value_model if config.estimator.uses_critic else ValueModelKind.none
+    actor_critic = VALUE_MODELS[value_model.value](policy, config.seed)
     # Loaded before `prepare` restores a resumed run's RNG state, so loading cannot move it.
     frozen = None if config.lora else frozen_reference(run, config)
     steps_per_epoch, total = step_counts(len(examples), config, "training questions")

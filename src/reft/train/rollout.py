@@ -8,6 +8,11 @@
     6. GAE          advantages and returns (returns from the unwhitened advantages)
     7. whitening    advantages normalised over the batch's response tokens (global / local / none)
 
+With a critic-free `estimator` (reft.train.config.Estimator), 6 is REINFORCE++'s discounted return
+(then 7), or, for GRPO / Dr. GRPO / RLOO, 5-7 are one advantage per sequence from its score (minus
+kl_coef x its summed KL) against the other samples of its prompt, given to each of its tokens. With
+kl_placement=loss the KL stays out of the reward (the update adds it to the loss instead).
+
 Each step is one call into `reft.algos` or the shared generation / grading code; this module only
 wires them and keeps the result in one `Experience`. Sources per detail: docs/implementation_details.md.
 
@@ -26,7 +31,16 @@ from typing import Protocol
 
 import torch
 
-from reft.algos import KL_ESTIMATORS, WHITENERS, gae, kl_penalized_rewards
+from reft.algos import (
+    GROUP_ESTIMATORS,
+    KL_ESTIMATORS,
+    WHITENERS,
+    dr_grpo_advantages,
+    gae,
+    kl_penalized_rewards,
+    reinforce_pp_returns,
+    sequence_to_tokens,
+)
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.data.tokenize import encode_prompt
@@ -36,7 +50,7 @@ from reft.grader import Grader
 from reft.models.load import resolve_dtype
 from reft.models.value import ActorCritic
 from reft.rollout_backends import LocalBackend, RolloutBackend, VLLMBackend
-from reft.train.config import PPOConfig, RolloutBackendKind
+from reft.train.config import Estimator, KLPlacement, PPOConfig, RolloutBackendKind
 
 
 class ReferenceModel(Protocol):
@@ -64,9 +78,9 @@ class Experience:
     values: torch.Tensor
     """[N, T] float: V(s_t) of the rollout value model."""
     advantages: torch.Tensor
-    """[N, T] float: whitened GAE advantages (0 outside the response)."""
+    """[N, T] float: whitened GAE advantages, or the critic-free estimator's (0 outside the response)."""
     returns: torch.Tensor
-    """[N, T] float: GAE returns = unwhitened advantages + values."""
+    """[N, T] float: GAE returns = unwhitened advantages + values (0 without a critic)."""
     scores: torch.Tensor
     """[N] float: outcome rewards (1 / partial / 0)."""
     correct: torch.Tensor
@@ -205,15 +219,35 @@ def build_experience(
     """
     mask = samples.response_mask
     kl = KL_ESTIMATORS[config.kl_estimator.value](old_logprobs, samples.ref_logprobs) * mask  # 4
-    rewards = kl_penalized_rewards(samples.scores.to(kl.device), kl, config.kl_coef, mask)  # 5
-    advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)  # 6
-    advantages = WHITENERS[config.whitening.value](advantages, mask)  # 7
+    kl_coef = config.kl_coef if config.kl_placement is KLPlacement.reward else 0.0
+    scores = samples.scores.to(kl.device)
+    if config.estimator.uses_groups:  # 5-7 for GRPO / Dr. GRPO / RLOO: one value per sequence
+        advantages = group_advantages(scores - kl_coef * kl.sum(dim=1), config)
+        advantages, returns = sequence_to_tokens(advantages, mask), torch.zeros_like(values)
+    else:
+        rewards = kl_penalized_rewards(scores, kl, kl_coef, mask)  # 5
+        if config.estimator is Estimator.gae:
+            advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)  # 6
+        else:  # REINFORCE++: the return itself, no baseline but the whitening below
+            advantages = reinforce_pp_returns(rewards, mask, config.gamma)
+            returns = torch.zeros_like(values)
+        advantages = WHITENERS[config.whitening.value](advantages, mask)  # 7
     return Experience(
         sequences=samples.sequences, attention_mask=samples.attention_mask, response_mask=mask,
         old_logprobs=old_logprobs, ref_logprobs=samples.ref_logprobs, values=values,
         advantages=advantages, returns=returns, scores=samples.scores, correct=samples.correct,
         kl=kl, timings=dict(samples.timings),
     )  # fmt: skip
+
+
+def group_advantages(scores: torch.Tensor, config: PPOConfig) -> torch.Tensor:
+    """[N] advantages of a group estimator; rows are prompt-major (each prompt's samples_per_prompt
+    responses together, as generated), and every group lies on one process (prompts are sharded
+    whole), so the group statistics never need another process's rows."""
+    group_ids = torch.arange(len(scores), device=scores.device) // config.samples_per_prompt
+    if config.estimator is Estimator.grpo and not config.group_std:
+        return dr_grpo_advantages(scores, group_ids)
+    return GROUP_ESTIMATORS[config.estimator.value](scores, group_ids)
 
 
 def rollout_seed(seed: int, step: int, num_processes: int, process_index: int) -> int:

@@ -1,19 +1,23 @@
 """The program sandbox: benign programs, an adversarial table, each protection layer alone, healing.
 
-Every hostile program below returns the gold answer (42) only if its attack worked, so "contained"
-means: an error kind (or a wrong value), no reward, no side effect outside the sandbox, and benign
-programs graded after it still pass. A case names the protections that contain it (any one is
-enough); it is skipped, saying so, on a kernel that offers none of them.
+Every hostile program below returns the gold answer (42) only if its attack worked, or, in the
+forbidden-act cases, after catching the error of an attempt the sandbox refuses. "Contained" means:
+an error kind (`forbidden` for every attempt at a forbidden act, docs/grading.md "The sandbox's
+policy"), no reward, no side effect outside the sandbox, and benign programs graded after it still
+pass. A case names the kernel protections that contain it (any one is enough); it is skipped,
+saying so, on a kernel that offers none of them. The audit hook is always on in `pool`.
 """
 
 from __future__ import annotations
 
+import dis
 import logging
 import os
 import signal
 import socket
 import subprocess
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,7 @@ import pytest
 
 from reft.answers.execute import (
     MAX_PROGRAM_CHARS,
+    WORKER_SCRIPT,
     ErrorKind,
     ExecutionResult,
     ProgramPool,
@@ -93,12 +98,23 @@ class Case:
     code: str
     errors: frozenset[ErrorKind]
     needs: tuple[str, ...]
-    """Protections that contain it (any one suffices); empty: rlimits/timeouts/conversion alone."""
+    """Kernel protections that contain it (any one suffices); empty: the audit hook, rlimits,
+    timeouts or conversion alone (always on)."""
     reason: str
 
 
 def case(name: str, code: str, errors: set[ErrorKind], needs: tuple[str, ...], reason: str) -> Case:
     return Case(name, code, frozenset(errors), needs, reason)
+
+
+def caught(name: str, imports: str, attempt: str, reason: str, needs: tuple[str, ...] = ()) -> Case:
+    """A program that attempts a forbidden act, catches whatever that raises and returns the right
+    value: before the forbidden-act policy such a program was graded correct."""
+    code = (
+        f"import {imports}\ndef solution():\n    try:\n        {attempt}\n"
+        "    except BaseException:\n        pass\n    return 42"
+    )
+    return case(name, code, {E.forbidden}, needs, reason)
 
 
 FILES = ("filesystem_view", "landlock")
@@ -257,6 +273,14 @@ HOSTILE = [
     case(
         "segfault",
         "import ctypes\ndef solution():\n    ctypes.string_at(0)\n    return 42",
+        {E.forbidden},
+        (),
+        "ctypes is a forbidden act (it would reach under the audit hook)",
+    ),
+    case(
+        "stack_overflow",
+        "import sys\nclass A:\n    def __repr__(self):\n        return repr(self)\n"
+        "def solution():\n    sys.setrecursionlimit(10 ** 8)\n    return repr(A())",
         {E.crashed},
         (),
         "SIGSEGV",
@@ -276,85 +300,85 @@ HOSTILE = [
     case(
         "write_outside",
         "def solution():\n    open({host_file!r}, 'w').write('pwned')\n    return 42",
-        {E.exception},
+        {E.forbidden},
         FILES,
         "no writes outside scratch",
     ),
     case(
         "delete_file",
         "import os\ndef solution():\n    os.remove({victim_file!r})\n    return 42",
-        {E.exception},
+        {E.forbidden},
         FILES,
         "no deletes outside scratch",
     ),
     case(
         "read_etc",
         "def solution():\n    open('/etc/passwd').read()\n    return 42",
-        {E.exception},
+        {E.forbidden},
         FILES,
         "/etc is not there",
     ),
     case(
         "read_answers",
         "def solution():\n    return int(open({secret_file!r}).read())",
-        {E.exception},
+        {E.forbidden},
         FILES,
         "the gold answer file is out of reach",
     ),
     case(
         "read_proc",
         "def solution():\n    open('/proc/1/environ').read()\n    return 42",
-        {E.exception},
+        {E.forbidden},
         FILES,
         "/proc is not there",
     ),
     case(
         "list_root",
         "import os\ndef solution():\n    return 42 if os.listdir('/') else 0",
-        {E.exception},
+        {E.forbidden},
         ("landlock",),
         "the root dir is not readable",
     ),
     case(
         "big_file",
         "def solution():\n    open('big', 'wb').write(b'x' * 10 ** 7)\n    return 42",
-        {E.exception},
+        {E.forbidden},
         (),
-        "RLIMIT_FSIZE",
+        "RLIMIT_FSIZE: SIGXFSZ ends the program",
     ),
     case(
         "os_system",
         "import os\ndef solution():\n    os.system('cat {secret_file} > {host_file}')\n"
         "    return int(open({host_file!r}).read())",
-        {E.exception},
+        {E.forbidden},
         PROCESSES + FILES,
         "no shell",
     ),
     case(
         "subprocess",
         "import subprocess\ndef solution():\n    return int(subprocess.check_output(['cat', {secret_file!r}]))",
-        {E.exception},
+        {E.forbidden},
         PROCESSES,
         "no new processes",
     ),
     case(
         "dunder_import",
         "def solution():\n    return int(__import__('subprocess').getoutput('cat {secret_file}'))",
-        {E.exception},
+        {E.forbidden},
         PROCESSES,
         "__import__ reaches the same wall",
     ),
     case(
         "fork",
         "import os\ndef solution():\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    return 42",
-        {E.exception},
+        {E.forbidden},
         PROCESSES,
         "fork is denied",
     ),
     case(
         "fork_bomb",
         "import os\ndef solution():\n    while True:\n        os.fork()",
-        {E.exception},
+        {E.forbidden},
         PROCESSES,
         "fork is denied",
     ),
@@ -362,7 +386,7 @@ HOSTILE = [
         "socket_connect",
         "import socket\ndef solution():\n    s = socket.create_connection(('127.0.0.1', {port}), timeout=0.5)\n"
         "    s.sendall(b'pwned')\n    return 42",
-        {E.exception},
+        {E.forbidden},
         ("network_namespace", "seccomp", "landlock_network"),
         "no network",
     ),
@@ -370,14 +394,14 @@ HOSTILE = [
         "kill_parent",
         "import os, signal\ndef solution():\n    os.kill(os.getppid(), signal.SIGKILL)\n"
         "    os.kill({victim_pid}, signal.SIGKILL)\n    return 42",
-        {E.exception},
+        {E.forbidden},
         ("seccomp", "signal_scope"),
         "no signals outside the sandbox",
     ),
     case(
         "kill_everything",
         "import os, signal\ndef solution():\n    os.kill(-1, signal.SIGKILL)\n    return 42",
-        {E.exception},
+        {E.forbidden},
         ("seccomp",),
         "kill(-1) is denied (and would only reach the namespace)",
     ),
@@ -385,7 +409,7 @@ HOSTILE = [
         "raise_rlimit",
         "import resource\ndef solution():\n    resource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n"
         "    return 42",
-        {E.exception},
+        {E.forbidden},
         ("seccomp", "user_namespace"),
         "limits cannot be raised",
     ),
@@ -396,7 +420,7 @@ HOSTILE = [
         "    if libc.mount(None, target.encode(), None, 32 | 4096, None) != 0:\n"
         "        raise OSError(ctypes.get_errno(), 'mount')\n"
         "    open(os.path.join(target, 'pwned.txt'), 'w').write('x')\n    return 42",
-        {E.exception},
+        {E.forbidden},
         ("seccomp", "landlock", "no_capabilities"),
         "no capabilities: the read-only standard library cannot be remounted writable",
     ),
@@ -407,6 +431,103 @@ HOSTILE = [
         {E.no_result},
         (),
         "each call is a fresh fork: tampering dies with it",
+    ),
+]
+# The forbidden-act policy: each attempt ends the program with `forbidden` and earns 0, even when the
+# program catches the error and returns the right value (all of these were graded correct before).
+HOSTILE += [
+    caught("caught_os_system", "os", "os.system('true')", "spawning: os.system"),
+    caught(
+        "caught_popen_via_subclasses",
+        "sympy  # runs on a sympy worker, where subprocess is loaded",
+        "[c for c in object.__subclasses__() if c.__name__ == 'Popen'][0](['true']).wait()",
+        "spawning: Popen reached through object.__subclasses__()",
+    ),
+    caught(
+        "caught_system_via_subclasses",
+        "math",
+        "[c for c in object.__subclasses__() if c.__name__ == '_wrap_close'][0]"
+        ".__init__.__globals__['system']('true')",
+        "spawning: os.system reached through object.__subclasses__()",
+    ),
+    caught(
+        "caught_dunder_import", "math", "__import__('os').system('true')", "spawning: __import__"
+    ),
+    caught("caught_fork", "os", "os.fork()", "spawning: fork"),
+    caught("caught_posix_spawn", "os", "os.posix_spawn('/bin/true', ['true'], {{}})", "spawning"),
+    caught(
+        "caught_killpg",
+        "os, signal",
+        "os.killpg(os.getpgid(0), signal.SIGTERM)",
+        "signalling its process group",
+    ),
+    caught(
+        "caught_kill_outside",
+        "os, signal",
+        "os.kill({victim_pid}, signal.SIGKILL)",
+        "signalling outside the program",
+    ),
+    caught(
+        "caught_pidfd",
+        "os",
+        "os.pidfd_open(os.getppid())",
+        "a system call without an audit event: seccomp ends the process",
+        needs=("seccomp",),
+    ),
+    case(
+        "print_flood",
+        "def solution():\n    for _ in range(300):\n        print('x' * 10 ** 6)\n    return 42",
+        {E.forbidden},
+        (),
+        "printing hundreds of megabytes exceeds the output cap",
+    ),
+    case(
+        "thread_outlives_return",
+        "import threading, time\ndef solution():\n"
+        "    threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n    return 42",
+        {E.forbidden},
+        (),
+        "a thread still running when solution() returns",
+    ),
+    caught("caught_write_outside", "os", "open({host_file!r}, 'w').write('pwned')", "files: write"),
+    caught("caught_read_answers", "os", "open({secret_file!r}).read()", "files: read"),
+    caught("caught_list_root", "os", "os.listdir('/')", "files: list a host directory"),
+    caught(
+        "caught_socket",
+        "socket",
+        "socket.create_connection(('127.0.0.1', {port}), timeout=0.5)",
+        "network",
+    ),
+    caught("caught_ctypes", "ctypes", "ctypes.CDLL(None).getpid()", "C code"),
+    caught(
+        "caught_raise_rlimit",
+        "resource",
+        "resource.setrlimit(resource.RLIMIT_AS, (-1, -1))",
+        "raising a limit",
+    ),
+    caught(
+        "caught_big_file", "os", "open('big', 'wb').write(b'x' * 10 ** 7)", "RLIMIT_FSIZE: SIGXFSZ"
+    ),
+    caught(
+        "caught_ignore_sigxfsz",
+        "signal",
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)",
+        "SIGXFSZ must stay fatal",
+        needs=("seccomp",),
+    ),
+    caught("caught_gc_referrers", "gc", "gc.get_objects()", "reaching the audit hook"),
+    case(
+        "tamper_then_act",
+        "import builtins, sys\ndef solution():\n    worker = sys.modules['__main__']\n"
+        "    for name, value in list(vars(worker).items()):\n"
+        "        if not name.startswith('__') and type(value) in (dict, frozenset, tuple, str, int):\n"
+        "            setattr(worker, name, type(value)())\n"
+        "    builtins.type = lambda *args: str\n"
+        "    try:\n        open({secret_file!r}).read()\n    except BaseException:\n"
+        "        pass\n    return 42",
+        {E.forbidden},
+        (),
+        "rebinding the worker's tables and builtins does not switch the audit hook off",
     ),
 ]
 # kill(-1) must never run where neither a PID namespace nor seccomp stops it: it would hit the host.
@@ -523,6 +644,56 @@ def test_stdout_is_captured_and_capped(pool):
     assert result.stdout == "x" * pool.config.max_output_chars
 
 
+# Ordinary programs never trip the forbidden-act policy: printing, caught ordinary errors, joined
+# threads, files in the scratch dir, imports (sympy's lazy ones, a missing module's failed one).
+UNFORBIDDEN = [
+    "def solution():\n    try:\n        1 / 0\n    except ZeroDivisionError:\n        pass\n"
+    "    for i in range(200):\n        print('step', i)\n    return 42",
+    "import threading\ndef solution():\n    found = []\n"
+    "    worker = threading.Thread(target=lambda: found.append(42))\n"
+    "    worker.start()\n    worker.join()\n    return found[0]",
+    "import os\ndef solution():\n    os.mkdir('d')\n    open('d/a.txt', 'w').write('42')\n"
+    "    os.rename('d/a.txt', 'd/b.txt')\n    return int(open('d/b.txt').read()) if os.listdir('d') else 0",
+    "import tempfile\ndef solution():\n    with tempfile.TemporaryFile() as file:\n"
+    "        file.write(b'42')\n        file.seek(0)\n        return int(file.read())",
+    "def solution():\n    try:\n        import numpy\n    except ImportError:\n        pass\n"
+    "    import csv, textwrap, json\n    return 42",
+    "import sympy\ndef solution():\n    x = sympy.symbols('x')\n"
+    "    area = sympy.integrate(sympy.sin(x) ** 2, (x, 0, sympy.pi))\n"
+    "    return sympy.nsimplify(area / sympy.pi * 84)",
+]
+
+
+def test_ordinary_programs_are_not_forbidden(pool):
+    results = pool.run_many(UNFORBIDDEN)
+    for code, result in zip(UNFORBIDDEN, results, strict=True):
+        assert result.value == "42", f"{code!r} -> {result}"
+
+
+def test_forbidden_earns_nothing_not_the_partial_reward():
+    result = ExecutionResult(None, E.forbidden, "starting a process or a program (os.system)")
+    grade = grade_execution(result, GOLD, AnswerKind.numeric, partial_reward=0.1)
+    assert (grade.reward, grade.correct, grade.error) == (0.0, False, "forbidden")
+
+
+def test_audit_hook_reads_no_global_name():
+    """A program can rebind the worker's globals and the builtins; the hook and its judge must only
+    read their closure (plus constants), or such a rebinding could switch them off."""
+    source = WORKER_SCRIPT.read_text()
+    codes, seen = [compile(source, str(WORKER_SCRIPT), "exec")], {}
+    while codes:
+        code = codes.pop()
+        seen[code.co_name] = code
+        codes += [const for const in code.co_consts if isinstance(const, types.CodeType)]
+    for name in ("hook", "judge", "absolute"):
+        globals_read = [
+            op.argval
+            for op in dis.get_instructions(seen[name])
+            if op.opname in ("LOAD_GLOBAL", "LOAD_NAME")
+        ]
+        assert not globals_read, f"{name} reads {globals_read}"
+
+
 def test_results_are_deterministic(pool):
     program = (
         "import random\ndef solution():\n"
@@ -550,6 +721,7 @@ def test_sympy_programs_go_to_warm_workers(pool):
 
 def test_protections_are_reported(pool, caplog):
     assert set(pool.protections) >= {"user_namespace", "pid_namespace", "landlock", "seccomp"}
+    assert pool.protections["audit_hook"], "the forbidden-act policy is on by default"
     weak_config = SandboxConfig(landlock=False, seccomp=False)
     with (
         caplog.at_level(logging.WARNING, logger="reft.answers.execute"),
@@ -561,7 +733,8 @@ def test_protections_are_reported(pool, caplog):
 
 
 # ----------------------------------------------------------------------------------------------
-# Each layer alone: namespaces without seccomp must still kill what a program left behind.
+# Each layer alone: namespaces without seccomp (or the audit hook, which would end these programs
+# at their first act) must still kill what a program left behind.
 # ----------------------------------------------------------------------------------------------
 
 DAEMONS = {
@@ -584,7 +757,7 @@ DAEMONS = {
 
 @pytest.fixture(scope="module")
 def namespace_pool():
-    config = SandboxConfig(timeout_s=TIMEOUT, seccomp=False)
+    config = SandboxConfig(timeout_s=TIMEOUT, seccomp=False, audit_hook=False)
     with ProgramPool(workers=1, config=config) as pool:
         if not (pool.protections.get("pid_namespace") and pool.protections.get("filesystem_view")):
             pytest.skip(
@@ -620,14 +793,20 @@ def test_scratch_is_private_per_call(namespace_pool):
 
 
 # ----------------------------------------------------------------------------------------------
-# No kernel features at all: rlimits, timeouts, the subreaper and healing still work.
+# No kernel features at all (nor the audit hook): rlimits, timeouts, the subreaper and healing
+# still work.
 # ----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def bare_pool():
     config = SandboxConfig(
-        timeout_s=TIMEOUT, grace_s=0.5, namespaces=False, landlock=False, seccomp=False
+        timeout_s=TIMEOUT,
+        grace_s=0.5,
+        namespaces=False,
+        landlock=False,
+        seccomp=False,
+        audit_hook=False,
     )
     with ProgramPool(workers=1, config=config) as pool:
         yield pool

@@ -37,7 +37,7 @@ class GradeResult:
     reward: float
     error: str | None
     """None, "no_answer" (N-CoT), or an execution ErrorKind value (P-CoT): "timeout", "memory",
-    "exception", "no_result", "crashed"."""
+    "exception", "no_result", "crashed", "forbidden" (always reward 0)."""
 
 
 def outcome_reward(

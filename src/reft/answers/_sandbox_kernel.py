@@ -32,6 +32,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 1, 38, 22, 36
+PR_SET_DUMPABLE = 4
 SECCOMP_MODE_FILTER = 2
 LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
 LANDLOCK_CREATE_RULESET_VERSION = 1
@@ -211,14 +212,14 @@ def landlock_ruleset(abi: int, read_paths: list[str], write_paths: list[str]) ->
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 # x86_64 system calls a math program has no business making: new processes and programs, sockets,
-# signals to other processes, debugging other processes, raising rlimits, namespaces and mounts,
-# kernel-attack surface (bpf, io_uring, userfaultfd, perf, keyrings), and host administration.
-DENIED_SYSCALLS_X86_64 = (
+# signals, debugging other processes, namespaces and mounts, kernel-attack surface (bpf, io_uring,
+# userfaultfd, perf, keyrings), and host administration. Each is a forbidden act: the filter ends
+# the process (SIGSYS), so a program cannot catch the refusal and go on to return a value.
+FORBIDDEN_SYSCALLS_X86_64 = (
     57, 58, 59, 322,  # fork vfork execve execveat
     41, 53,  # socket socketpair
     62, 200, 234, 129, 297, 424, 434, 438,  # kill tkill tgkill rt_(tg)sigqueueinfo pidfd_*
     101, 310, 311, 312,  # ptrace process_vm_readv/writev kcmp
-    160, 302,  # setrlimit prlimit64
     272, 308, 165, 166, 155, 161,  # unshare setns mount umount2 pivot_root chroot
     428, 429, 430, 431, 432, 433, 442,  # new mount API
     321, 298, 323, 425, 426, 427,  # bpf perf_event_open userfaultfd io_uring_*
@@ -226,35 +227,45 @@ DENIED_SYSCALLS_X86_64 = (
     246, 320, 175, 313, 176, 169, 167, 168, 163,  # kexec modules reboot swap acct
     164, 227, 305, 159, 135, 172, 173, 179, 303, 304,  # clocks personality io ports quota handles
 )  # fmt: skip
-SYS_CLONE_X86_64, SYS_CLONE3_X86_64 = 56, 435
+REFUSED_SYSCALLS_X86_64 = (160, 302)
+"""setrlimit prlimit64: answered EPERM, not ended: glibc's getrlimit() is a prlimit64 call too, and
+reading a limit is harmless (raising one is a forbidden act the audit hook sees)."""
+SYS_CLONE_X86_64, SYS_CLONE3_X86_64, SYS_RT_SIGACTION_X86_64 = 56, 435, 13
 RET_KILL_PROCESS, RET_ALLOW, RET_ERRNO = 0x80000000, 0x7FFF0000, 0x00050000
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_JGE_K, BPF_JSET_K, BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 
 
 def seccomp_program() -> bytes:
-    """A classic-BPF seccomp filter (x86_64) denying the calls above with EPERM.
+    """A classic-BPF seccomp filter (x86_64) that ends the process at a forbidden call above.
 
     clone() is allowed only with CLONE_THREAD (threads, not processes); clone3() answers ENOSYS so
-    that the C library falls back to clone(), whose flags a filter can inspect.
+    that the C library falls back to clone(), whose flags a filter can inspect. SIGXFSZ's action
+    cannot be changed: writing past the file-size limit must stay fatal (a forbidden act).
     """
-    eperm, enosys = RET_ERRNO | errno.EPERM, RET_ERRNO | errno.ENOSYS
+    kill, eperm, enosys = RET_KILL_PROCESS, RET_ERRNO | errno.EPERM, RET_ERRNO | errno.ENOSYS
     program: list[tuple[int, int, int, int]] = [  # (code, jump if true, jump if false, k)
         (BPF_LD_W_ABS, 0, 0, 4),  # 0: seccomp_data.arch
         (BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),  # 1
-        (BPF_RET_K, 0, 0, RET_KILL_PROCESS),  # 2: another architecture's calling convention
+        (BPF_RET_K, 0, 0, kill),  # 2: another architecture's calling convention
         (BPF_LD_W_ABS, 0, 0, 0),  # 3: seccomp_data.nr
         (BPF_JGE_K, 0, 1, 0x40000000),  # 4: x32 ABI numbers
-        (BPF_RET_K, 0, 0, RET_KILL_PROCESS),  # 5
+        (BPF_RET_K, 0, 0, kill),  # 5
         (BPF_JEQ_K, 0, 4, SYS_CLONE_X86_64),  # 6: not clone -> 11
         (BPF_LD_W_ABS, 0, 0, 16),  # 7: low 32 bits of args[0] = clone flags
         (BPF_JSET_K, 0, 1, CLONE_THREAD),  # 8
         (BPF_RET_K, 0, 0, RET_ALLOW),  # 9: a thread
-        (BPF_RET_K, 0, 0, eperm),  # 10: a process
+        (BPF_RET_K, 0, 0, kill),  # 10: a process
         (BPF_JEQ_K, 0, 1, SYS_CLONE3_X86_64),  # 11
         (BPF_RET_K, 0, 0, enosys),  # 12
+        (BPF_JEQ_K, 0, 4, SYS_RT_SIGACTION_X86_64),  # 13: not rt_sigaction -> 18
+        (BPF_LD_W_ABS, 0, 0, 16),  # 14: args[0] = the signal
+        (BPF_JEQ_K, 0, 1, signal.SIGXFSZ),  # 15
+        (BPF_RET_K, 0, 0, kill),  # 16
+        (BPF_RET_K, 0, 0, RET_ALLOW),  # 17: another signal's action
     ]
-    for number in DENIED_SYSCALLS_X86_64:
-        program += [(BPF_JEQ_K, 0, 1, number), (BPF_RET_K, 0, 0, eperm)]
+    for numbers, action in ((FORBIDDEN_SYSCALLS_X86_64, kill), (REFUSED_SYSCALLS_X86_64, eperm)):
+        for number in numbers:
+            program += [(BPF_JEQ_K, 0, 1, number), (BPF_RET_K, 0, 0, action)]
     program.append((BPF_RET_K, 0, 0, RET_ALLOW))
     return b"".join(struct.pack("HBBI", *instruction) for instruction in program)
 
@@ -309,13 +320,15 @@ def landlock_works(ruleset: int, scratch: str) -> bool:
 
 
 def seccomp_works(seccomp: SeccompFilter) -> bool:
-    """With the filter installed, fork() is denied."""
-    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    seccomp.install()
-    try:
-        pid = os.fork()
-    except PermissionError:
-        return True
+    """With the filter installed, fork() ends the process with SIGSYS (tried in a grandchild)."""
+    pid = os.fork()
     if pid == 0:
-        os._exit(0)
-    return False
+        try:
+            libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no core dump of the expected death
+            check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+            seccomp.install()
+            os.fork()
+        finally:
+            os._exit(1)
+    status = os.waitpid(pid, 0)[1]
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS

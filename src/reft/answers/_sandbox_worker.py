@@ -14,15 +14,21 @@ Process tree of one worker (with namespaces):
 
 The zygote preloads the modules programs use (sympy too, in the pool's sympy workers), sets up the
 protections once (namespaces, a minimal read-only root with a size-limited tmpfs scratch dir,
-Landlock, rlimits, no_new_privs; `_sandbox_kernel.py` holds the kernel helpers), warms up, then forks
-one child per program. The child sets its CPU limit and the seccomp filter (which must not apply to
-the zygote: it forbids fork), runs `solution()`, converts its value to a plain string and writes it
-to a fresh pipe. After every call the zygote kills everything else in its PID namespace, so nothing
-a program started outlives the call.
+Landlock, rlimits, no_new_privs; `_sandbox_kernel.py` holds the kernel helpers; the audit hook,
+asleep), warms up, then forks one child per program. The child sets its CPU limit and the seccomp
+filter (which must not apply to the zygote: it forbids fork), wakes the audit hook, runs
+`solution()`, converts its value to a plain string and writes it to a fresh pipe. After every call
+the zygote kills everything else in its PID namespace, so nothing a program started outlives the
+call.
+
+A forbidden act (docs/grading.md, "The sandbox's policy") ends the child at once: the audit hook
+sees it by its Python event name, seccomp (SIGSYS) or the file-size limit (SIGXFSZ) by the kernel's
+kill; the zygote then reports `forbidden`, whatever the program would have returned.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import gc
 import io
@@ -37,7 +43,9 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from fractions import Fraction
+from json.encoder import encode_basestring_ascii
 
 # The kernel helpers sit beside this script, whose directory Python put first on sys.path; after
 # importing them that entry is dropped: nothing else of reft is needed here.
@@ -45,6 +53,7 @@ from _sandbox_kernel import (  # type: ignore[import-not-found]
     LANDLOCK_RESTRICT_SELF,
     MNT_DETACH,
     PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
     PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG,
     SeccompFilter,
@@ -82,6 +91,22 @@ MAX_VALUE_CHARS = 100
 MAX_INT_BITS = 1024
 """Integers beyond the float range (2**1024) are not answers (and are slow to print)."""
 MAX_DETAIL_CHARS = 300
+FORBIDDEN_EXIT = 86
+"""Exit status of a child that a forbidden act ended; it decides, whatever the result pipe holds."""
+FORBIDDEN_EVENT = "reft.sandbox.forbidden"
+"""Audit event by which the sandbox's own checks (printed output, threads) report a forbidden act."""
+ARM_EVENT = "reft.sandbox.arm"
+"""Audit event by which a call's child, its setup done, wakes the audit hook up."""
+RESULT_FD = 3
+"""The result pipe's descriptor in a call's child."""
+THREAD_GRACE_S = 0.05
+"""A thread that is finishing when solution() returns gets this long to end before it counts as
+left running (joined threads are gone at once; the wait keeps results deterministic)."""
+FORBIDDEN_SIGNALS = {
+    signal.SIGSYS: "a system call the sandbox forbids (seccomp ended the program)",
+    signal.SIGXFSZ: "writing a file past the file-size limit",
+}
+"""How a child killed by the kernel for a forbidden act died, and what it tried."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +148,157 @@ def write_message(fd: int, message: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Forbidden acts (docs/grading.md, "The sandbox's policy")
+# --------------------------------------------------------------------------------------------
+
+SPAWN, SIGNAL = "starting a process or a program", "sending a signal"
+EVENT_ACTS = {
+    **dict.fromkeys(
+        ("os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "subprocess.Popen",
+         "pty.spawn"),
+        SPAWN,
+    ),
+    **dict.fromkeys(("os.kill", "os.killpg", "signal.pthread_kill"), SIGNAL),
+    **dict.fromkeys(("resource.setrlimit", "resource.prlimit"), "changing a resource limit"),
+    **dict.fromkeys(("os.link", "os.symlink"), "making a link (it could lead a path outside)"),
+    # What would let a program reach the audit hook and switch it off:
+    **dict.fromkeys(
+        ("gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.settrace",
+         "sys.setprofile"),
+        "inspecting the sandbox's own objects",
+    ),
+}  # fmt: skip
+"""Audit events that are forbidden acts whatever their arguments (Python's event names)."""
+PREFIX_ACTS = {"socket.": "using the network", "ctypes.": "calling C code (ctypes)"}
+"""Event-name prefixes that are forbidden acts: every socket.* and ctypes.* event."""
+READ_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "os.getxattr", "os.listxattr"})
+"""Events that read their first argument, a path: allowed under the readable dirs or the scratch dir
+(and, for listing, the import path: importing a missing module lists it)."""
+WRITE_EVENTS = {
+    "os.remove": 1, "os.rmdir": 1, "os.mkdir": 1, "os.chmod": 1, "os.chown": 1, "os.truncate": 1,
+    "os.utime": 1, "os.setxattr": 1, "os.removexattr": 1, "os.rename": 2,
+}  # fmt: skip
+"""Events that change their first N arguments, paths: allowed under the scratch dir only. (An
+"open" that may write, create or truncate counts here too.)"""
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def make_absolute() -> Callable[[object], str | None]:
+    """absolute(path) -> a str or bytes path made absolute with `.` and `..` resolved, as written
+    (links are forbidden acts, so none leads elsewhere); "" for a file descriptor; None for a path
+    object, whose __fspath__ would run the program's own code inside the check."""
+    str_, bytes_, int_, none, type_, getcwd = str, bytes, int, type(None), type, os.getcwd
+
+    def absolute(path: object) -> str | None:
+        kind = type_(path)
+        if kind is int_ or kind is none:  # a descriptor, or the default "."
+            return "" if kind is int_ else absolute(".")
+        if kind is bytes_:
+            path, kind = path.decode("utf-8", "surrogateescape"), str_
+        if kind is not str_:
+            return None
+        parts: list = []
+        for part in (path if path.startswith("/") else getcwd() + "/" + path).split("/"):
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part and part != ".":
+                parts.append(part)
+        return "/" + "/".join(parts)
+
+    return absolute
+
+
+def make_judge(scratch: str, readable: list[str]) -> Callable[[str, tuple], str | None]:
+    """judge(event, args) -> the forbidden act an audit event is, or None when it is allowed.
+
+    The tables are copied into the closure, and no global or builtin name is read at call time: a
+    program can rebind those, not a closure it cannot reach.
+    """
+    event_acts, prefixes = dict(EVENT_ACTS), tuple(PREFIX_ACTS.items())
+    reads, writes, write_flags = READ_EVENTS, dict(WRITE_EVENTS), WRITE_FLAGS
+    absolute, type_, int_ = make_absolute(), type, int
+    read_roots = tuple(root.rstrip("/") + "/" for root in [*readable, scratch])
+    write_roots = (scratch.rstrip("/") + "/",)
+    listed = frozenset(absolute(path) for path in sys.path if type(path) is str)
+
+    def judge(event: str, args: tuple) -> str | None:
+        act = event_acts.get(event)
+        for prefix, prefixed_act in prefixes:
+            if event.startswith(prefix):
+                act = prefixed_act
+        if act is not None:
+            return f"{act} ({event})"
+        count = writes.get(event, 0)
+        writing = count > 0 or (
+            event == "open" and (type_(args[2]) is not int_ or args[2] & write_flags)
+        )
+        if not writing and event not in reads:
+            return None
+        for path in args[: count or 1]:
+            where = absolute(path)
+            if where is None:
+                return f"giving a path that is not a str, bytes or file descriptor ({event})"
+            roots = write_roots if writing else read_roots
+            if (
+                where
+                and not (where + "/").startswith(roots)
+                and not (event in ("os.listdir", "os.scandir") and where in listed)
+            ):
+                place = "outside the scratch dir" if writing else "outside the sandbox's files"
+                return f"{'writing' if writing else 'reading'} {place} ({event} {where!r})"
+        return None
+
+    return judge
+
+
+def install_audit_hook(judge: Callable[[str, tuple], str | None], printed: list) -> None:
+    """Install, in the zygote, the hook that ends a call's child at the program's first forbidden
+    act, before the act and even if the program would catch its error: it reports the act on the
+    result pipe (RESULT_FD), then exits with FORBIDDEN_EXIT (which decides, whatever else the pipe
+    holds). `printed` is the call's output writer's list of parts.
+
+    The hook sleeps until a child, its setup done, raises ARM_EVENT: the zygote and the child's
+    setup (rlimits, ctypes calls) are never judged, and each child pays nothing to install it. It
+    reads only closure variables (see make_judge); nothing else holds it, and Python offers no way
+    to remove or list audit hooks, so a program cannot switch it off again.
+    """
+    exit_, write, pack, encode = os._exit, os.write, struct.pack, encode_basestring_ascii
+    join, length, lock = "".join, len, _thread.allocate_lock()
+    base_exception, str_, type_ = BaseException, str, type
+    arm_event, forbidden_event, result_fd = ARM_EVENT, FORBIDDEN_EVENT, RESULT_FD
+    status, limit = FORBIDDEN_EXIT, MAX_DETAIL_CHARS
+    armed = False
+
+    def hook(event: str, args: tuple) -> None:
+        nonlocal armed
+        if not armed:
+            armed = event == arm_event
+            return
+        try:
+            act = args[0] if event == forbidden_event else judge(event, args)
+            if act is None:
+                return
+            detail = encode(act[:limit] if type_(act) is str_ else "a forbidden act")
+        except base_exception:  # fail closed: an event the judge cannot read is not allowed
+            detail = encode(f"an act the sandbox could not judge ({event})")
+        lock.acquire()  # one report, even when threads act at once; never released
+        try:
+            stdout = encode(join(printed))
+        except base_exception:
+            stdout = '""'
+        body = (
+            '{"error": "forbidden", "detail": ' + detail + ', "stdout": ' + stdout + "}"
+        ).encode()
+        try:
+            write(result_fd, pack(">I", length(body)) + body)
+        finally:
+            exit_(status)
+
+    sys.addaudithook(hook)
+
+
+# --------------------------------------------------------------------------------------------
 # One call: the child that runs the program
 # --------------------------------------------------------------------------------------------
 
@@ -132,10 +308,14 @@ class _NoResult(Exception):
 
 
 class CappedWriter(io.TextIOBase):
-    """sys.stdout/sys.stderr for programs: keeps the first `limit` characters, drops the rest."""
+    """sys.stdout/sys.stderr for programs: keeps the first `limit` characters, drops the rest, and
+    reports printing more than `flood_limit` characters in all as a forbidden act."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.parts, self.size = limit, [], 0
+    def __init__(self, limit: int, flood_limit: int) -> None:
+        self.limit, self.flood_limit = limit, flood_limit
+        self.parts: list[str] = []
+        self.size = self.written = 0
+        self.audit = sys.audit  # bound now: the program may rebind sys.audit
 
     def writable(self) -> bool:
         return True
@@ -147,6 +327,9 @@ class CappedWriter(io.TextIOBase):
         if room > 0:
             self.parts.append(text[:room])
             self.size += min(len(text), room)
+        self.written += len(text)
+        if self.written > self.flood_limit:
+            self.audit(FORBIDDEN_EVENT, f"printing more than {self.flood_limit} characters")
         return len(text)
 
     def getvalue(self) -> str:
@@ -223,9 +406,16 @@ def _describe(error: BaseException) -> str:
     return text[:MAX_DETAIL_CHARS]
 
 
-def run_program(code: str, max_output_chars: int) -> dict:
-    """Execute `code`, call its solution() and convert the value, all inside the sandboxed child."""
-    output = CappedWriter(max_output_chars)
+def run_program(code: str, output: CappedWriter) -> dict:
+    """Execute `code`, call its solution() and convert the value, all inside the sandboxed child.
+
+    A thread still running when solution() returns is a forbidden act (reported to the audit hook).
+    What that check uses is bound to local names before the program runs: a program can rebind
+    globals, builtins and module attributes, not another frame's locals (tracing is forbidden).
+    """
+    audit, forbidden_event, count_threads = sys.audit, FORBIDDEN_EVENT, _thread._count
+    monotonic, sleep, grace = time.monotonic, time.sleep, THREAD_GRACE_S
+    threads_before = count_threads()
     sys.stdout = sys.stderr = output
     try:
         namespace: dict = {"__name__": "__sandbox__"}
@@ -234,7 +424,13 @@ def run_program(code: str, max_output_chars: int) -> dict:
         if not callable(function):
             message = {"error": "no_result", "detail": "the program defines no solution()"}
         else:
-            message = {"value": plain_value(function())}
+            value = function()
+            deadline = monotonic() + grace
+            while count_threads() > threads_before and monotonic() < deadline:
+                sleep(0.001)
+            if count_threads() > threads_before:
+                audit(forbidden_event, "leaving a thread running when solution() returned")
+            message = {"value": plain_value(value)}
     except _NoResult as error:
         message = {"error": "no_result", "detail": str(error)}
     except MemoryError:
@@ -258,7 +454,9 @@ def limit_worker(memory_bytes: int, file_bytes: int) -> None:
     }
     for kind, limit in limits.items():
         resource.setrlimit(kind, (limit, limit))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails instead of killing
+    # The zygote's own writes (its stderr is a file) fail instead of killing it; each call's child
+    # restores the default action.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def cpu_limit(timeout: float) -> int:
@@ -277,20 +475,25 @@ def child_main(state: dict, code: str, write_fd: int, timeout: float, call_dir: 
         os.chdir(call_dir)
         seconds = cpu_limit(timeout)
         resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # a write past the file-size limit is fatal
+        # The kernel's kills for forbidden acts (SIGSYS, SIGXFSZ) must not dump a core anywhere.
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         if state["ruleset"] >= 0:
             check(libc.syscall(LANDLOCK_RESTRICT_SELF, state["ruleset"], 0), "landlock")
-        os.closerange(3, write_fd)
-        os.closerange(write_fd + 1, 1 << 16)
+        if write_fd != RESULT_FD:
+            os.dup2(write_fd, RESULT_FD)
+        os.closerange(RESULT_FD + 1, 1 << 16)
         if state["seccomp"] is not None:
             state["seccomp"].install()
         random = sys.modules.get("random")
         if random is not None:
             random.seed(0)  # the same program gives the same value on every call
-        message = run_program(code, state["max_output_chars"])
+        sys.audit(ARM_EVENT)  # from here on, every audit event is judged (when the hook is on)
+        message = run_program(code, state["output"])
     except BaseException as error:
         message = {"error": "crashed", "detail": f"sandbox setup failed: {_describe(error)}"}
     try:
-        write_message(write_fd, message)
+        write_message(RESULT_FD, message)
     finally:
         os._exit(0)
 
@@ -406,6 +609,10 @@ def clean_scratch(scratch: str) -> None:
                     os.unlink(entry.path)
 
 
+ERROR_KINDS = ("exception", "memory", "no_result", "crashed", "forbidden")
+"""Error kinds a child may report itself (timeouts are the zygote's to give)."""
+
+
 def _parse_result(data: bytes) -> dict | None:
     """The child's single message, or None if there is none or it is malformed."""
     if len(data) < 4:
@@ -421,9 +628,7 @@ def _parse_result(data: bytes) -> dict | None:
         return None
     if isinstance(message.get("value"), str) and set(message) <= {"value", "stdout"}:
         return message
-    if message.get("error") in ("exception", "memory", "no_result", "crashed") and isinstance(
-        message.get("detail"), str
-    ):
+    if message.get("error") in ERROR_KINDS and isinstance(message.get("detail"), str):
         return message
     return None
 
@@ -432,15 +637,21 @@ def classify(data: bytes, status: int, cpu_seconds: float, cpu_limit: int, timed
     """Turn what the child wrote and how it ended into the reply for the pool."""
     if timed_out:
         return {"error": "timeout", "detail": "wall-clock time limit reached"}
+    message = _parse_result(data)
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         if number == signal.SIGXCPU or (
             number == signal.SIGKILL and cpu_seconds >= cpu_limit - 0.1
         ):
             return {"error": "timeout", "detail": "CPU time limit reached"}
+        if number in FORBIDDEN_SIGNALS:
+            return {"error": "forbidden", "detail": FORBIDDEN_SIGNALS[number]}
         return {"error": "crashed", "detail": f"killed by {signal.Signals(number).name}"}
-    message = _parse_result(data)
     code = os.WEXITSTATUS(status)
+    if code == FORBIDDEN_EXIT:  # the audit hook's exit: forbidden, whatever the pipe holds
+        if message is None or message.get("error") != "forbidden":
+            message = {"error": "forbidden", "detail": "a forbidden act"}
+        return message
     if message is not None and code == 0:
         return message
     if message is None and not data and code == 0:
@@ -545,7 +756,7 @@ def setup_kernel_filters(
 
 PROTECTIONS = (
     "user_namespace", "network_namespace", "pid_namespace", "filesystem_view", "subreaper",
-    "landlock", "landlock_network", "signal_scope", "seccomp", "no_capabilities",
+    "landlock", "landlock_network", "signal_scope", "seccomp", "no_capabilities", "audit_hook",
 )  # fmt: skip
 
 
@@ -572,6 +783,7 @@ def start(config: dict) -> dict:
         check(libc.syscall(LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock")
         os.close(ruleset)
         ruleset = -1
+    protections["audit_hook"] = bool(config["audit_hook"])
     memory_bytes = base_bytes + (config["memory_mb"] << 20)
     limit_worker(memory_bytes, config["file_mb"] << 20)
     try:
@@ -579,13 +791,18 @@ def start(config: dict) -> dict:
         protections["no_capabilities"] = True
     except OSError as error:
         warnings.append(f"could not drop capabilities: {error}")
+    os.environ["TMPDIR"] = "."  # tempfile then writes in the call's dir, where programs may write
+    # Made once here, unused by the zygote: each child gets a fresh copy with its fork.
+    output = CappedWriter(config["max_output_chars"], config["max_printed_chars"])
+    if config["audit_hook"]:
+        install_audit_hook(make_judge(scratch, read_paths), output.parts)
     return {
         "protocol_fds": protocol_fds,
         "devnull": devnull,
         "memory_bytes": memory_bytes,
         "ruleset": ruleset,
         "seccomp": seccomp,
-        "max_output_chars": config["max_output_chars"],
+        "output": output,
         "scratch": scratch,
         "calls": 0,
         "pid_namespace": protections["pid_namespace"],
@@ -598,7 +815,7 @@ def warm_up() -> None:
     ~120 AST types, ~1 ms) is done once here, not again in every forked child."""
     stdout, stderr = sys.stdout, sys.stderr
     try:
-        message = run_program("def solution():\n    return 6 * 7", 10)
+        message = run_program("def solution():\n    return 6 * 7", CappedWriter(10, 10))
         json.dumps(message)
     finally:
         sys.stdout, sys.stderr = stdout, stderr

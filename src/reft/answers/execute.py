@@ -15,6 +15,11 @@ under these protections (see docs/grading.md for what each does and does not cov
 - rlimits: CPU time, address space, file size, open files; plus a wall-clock timeout;
 - the returned value is converted to a plain string inside the child, under the same limits.
 
+An attempt at a forbidden act (starting a process, sending a signal, the network, files outside
+the sandbox, ctypes, printing a flood, a thread left running at return, ...) ends the program at
+once with `ErrorKind.forbidden`, even if the program would catch the error: a Python audit hook
+sees most acts by name, seccomp ends the process at the system calls behind them.
+
 Every kernel feature is detected when the pool starts; a missing one is logged loudly and shown in
 `ProgramPool.protections`; rlimits and timeouts are always enforced.
 
@@ -68,6 +73,9 @@ class ErrorKind(str, Enum):
     """It ran but gave no answer: no solution(), None, an unsupported type, a non-finite number."""
     crashed = "crashed"
     """The process died without reporting (a segfault, a signal, a broken worker)."""
+    forbidden = "forbidden"
+    """It attempted a forbidden act (docs/grading.md, "The sandbox's policy"); the detail names it.
+    The program was ended at the attempt, whatever it would have returned."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,8 @@ class ExecutionResult:
     ("0.75"), or a string of at most 100 characters. None when `error` is set."""
     error: ErrorKind | None = None
     detail: str = ""
-    """Human-readable reason for the error (exception type and message, signal name)."""
+    """Human-readable reason for the error (exception type and message, signal name, the forbidden
+    act)."""
     stdout: str = ""
     """The first characters the program printed (capped)."""
     seconds: float = 0.0
@@ -105,12 +114,17 @@ class SandboxConfig:
     """Size of the private tmpfs scratch dir (with namespaces)."""
     max_output_chars: int = 2000
     """Printed output kept per program; the rest is dropped."""
+    max_printed_chars: int = 10_000_000
+    """Printing more than this in all is a forbidden act (a flood, not a program's debug output)."""
     namespaces: bool = True
     """Use user/PID/network/mount namespaces (and the minimal root) when the kernel allows."""
     landlock: bool = True
     """Use Landlock when the kernel offers it."""
     seccomp: bool = True
     """Use the seccomp filter (x86_64 only)."""
+    audit_hook: bool = True
+    """End a program at its first forbidden act seen from Python (an audit hook, with the output
+    flood and threads-at-return checks). Off only to test the kernel layers alone."""
     grace_s: float = 5.0
     """Extra time the pool gives a worker beyond timeout_s before declaring it stuck and killing it."""
     startup_timeout_s: float = 60.0
@@ -129,6 +143,8 @@ PROTECTION_LOSSES = {
     "seccomp": "programs can start processes, run executables, open sockets and raise their rlimits",
     "no_capabilities": "programs keep the worker's capabilities (all of root's, as root without a "
     "user namespace)",
+    "audit_hook": "a program that catches the error of a refused act (a file, a socket, a signal) "
+    "and returns the right value is graded correct; without seccomp too, it can start processes",
 }
 
 

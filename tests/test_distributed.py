@@ -107,3 +107,25 @@ def test_reft_on_two_processes_matches_one_process(sft_runs, digit_game):
         _final_files(one, "model.safetensors"), load_file(warmup / "model.safetensors")
     )
     assert moved > WEIGHT_ATOL, f"the policy barely moved ({moved:.2e}): the test would be vacuous"
+
+
+def test_critic_free_estimator_on_two_processes(sft_runs, digit_game):
+    """GRPO with the KL in the loss and Dr. GRPO's aggregation under torchrun: groups are whole on
+    each process (prompts are sharded whole), nothing expects a value model, the policy learns."""
+    root = sft_runs["root"]
+    rng = random.Random(2)
+    data = digit_game(root / "rl_groups.json", [str(rng.randint(0, 9)) for _ in range(256)])
+    warmup = Checkpointer(sft_runs["one"]).latest().path
+    out = root / "grpo_two"
+    args = [a for a in PPO_ARGS if not a.startswith(("top_k", "loss_aggregation", "samples_per"))]
+    _torchrun("train", f"model={warmup}", f"train_data={data}", *args, f"out_dir={out}",
+              "samples_per_prompt=4", "estimator=grpo", "kl_placement=loss", "kl_estimator=k3",
+              "loss_aggregation=token_sum_constant")  # fmt: skip
+    records = read_metrics(out, "train")
+    assert len(records) == 3 and all("kl_loss" in r and "value_loss" not in r for r in records)
+    checkpoint = Checkpointer(out).latest().path
+    assert not list(checkpoint.glob("value_head*"))
+    moved = _max_gap(
+        _final_files(out, "model.safetensors"), load_file(warmup / "model.safetensors")
+    )
+    assert moved > WEIGHT_ATOL, f"the policy barely moved ({moved:.2e})"

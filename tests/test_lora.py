@@ -132,6 +132,25 @@ def test_gradient_checkpointing_acts_inside_the_value_model_with_dropout_off(tin
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_lora_dropout_stays_off_in_every_ppo_forward(tiny_tokenizer, tmp_path):
+    """peft adds its dropout modules in train mode after the value model put every network in eval
+    mode; `prepare` must put them back, whatever the rollout backend."""
+    from reft.train.loop import TrainingRun
+
+    config = PPOConfig(lora=True, lora_r=4, lora_dropout=0.5, out_dir=str(tmp_path / "run"),
+                       dev_data=None)  # fmt: skip
+    actor_critic = SharedTrunkValueModel(build_tiny_model("micro-llama", tiny_tokenizer), seed=0)
+    run = TrainingRun(config, stage="reft")
+    run.prepare(actor_critic, tiny_tokenizer, total_steps=1, steps_per_epoch=1,
+                policy=actor_critic.policy, companion=actor_critic)  # fmt: skip
+    training = [name for name, module in actor_critic.named_modules()
+                if module.training and name]  # fmt: skip
+    assert training == [], f"modules in train mode: {training[:5]}"
+    batch = _batch(tiny_tokenizer)
+    with torch.no_grad():
+        assert torch.equal(actor_critic(*batch).logprobs, actor_critic(*batch).logprobs)
+
+
 def test_lora_and_ref_model_are_exclusive():
     with pytest.raises(ConfigError, match="adapters disabled"):
         load_config(PPOConfig, None, ["lora=true", "ref_model=some/model"])

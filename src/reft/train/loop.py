@@ -196,6 +196,9 @@ class TrainingRun:
         if self.config.lora:
             self.lora = attach_lora(self.policy, self.config)
             companions.append(LoraAdapterFiles(self.lora))
+            # peft's new modules (its dropout) start in train mode: put them in the mode of the
+            # module they joined (an ActorCritic keeps every network in eval mode, dropout off).
+            trainable.train(trainable.training)
         if self.config.gradient_checkpointing:
             enable_gradient_checkpointing(trainable)
         self.companion = _Companions(companions) if companions else None

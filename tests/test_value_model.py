@@ -17,7 +17,6 @@ from reft.models.value import (
     SeparateCritic,
     SharedTrunkValueModel,
     ValueHead,
-    forward_logprobs_values,
     position_ids_from_attention_mask,
     reference_logprobs,
 )
@@ -116,7 +115,7 @@ def test_logprobs_values_entropy_match_a_manual_loop_over_full_logits(tiny_token
     input_ids, attention_mask, T = _alone(prompt, response)
     P = len(prompt)
     with torch.no_grad():
-        out = forward_logprobs_values(model, input_ids, attention_mask, T, with_entropy=True)
+        out = model(input_ids, attention_mask, T, with_entropy=True)
         full = model.policy(input_ids=input_ids, output_hidden_states=True)
         expected_logprobs, expected_values, expected_entropy = [], [], []
         for t in range(T):

@@ -1,6 +1,6 @@
 """`reft sft`: supervised fine-tuning (the ReFT warm-up, the SFT baseline, offline self-training's SFT).
 
-reft sft --config configs/synth/sft_warmup.yaml [key=value | --key value ...] [--resume]
+reft sft --config configs/paper/svamp_nl_sft.yaml [key=value | --key value ...] [--resume]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`reft train`: ReFT — PPO from an SFT warm-up checkpoint with a KL penalty and a value head.
 
-reft train --config configs/synth/reft.yaml [model=runs/warmup/best] [key=value ...] [--resume]
+reft train --config configs/paper/svamp_nl_reft.yaml [model=runs/warmup/best] [key=value ...] [--resume]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Runs the demo's stages as `reft` subprocesses, several at once, with a live progress display.
 
 Small models on a CPU are bound by per-step overhead, not FLOPs, so two single-threaded stages side by
-side do nearly twice the work of one stage with two threads (docs/findings.md): the runner starts
+side do nearly twice the work of one stage with two threads (../shared/docs/findings.md): the runner starts
 every stage whose inputs are ready, up to `workers` at a time, each with cores / workers threads.
 
 A finished stage leaves `<out_dir>.done.json` (its wall-clock seconds and command), so an interrupted

@@ -285,7 +285,7 @@ def _load_head(head: ValueHead, directory: Path, kind: str) -> None:
 class ActorCritic(nn.Module, ABC):
     """The policy (a plain Hugging Face causal LM) with a value model; one PPO forward gives both.
 
-    Call the module (or `forward_logprobs_values`) so that a DDP/accelerate wrapper around it sees
+    Call the module (not `forward` directly) so that a DDP/accelerate wrapper around it sees
     the forward. Every network inside stays in eval mode, even after `train()`: see `train`.
     """
 
@@ -476,26 +476,3 @@ VALUE_MODELS: dict[str, Callable[[PreTrainedModel, int], ActorCritic]] = {
     PolicyOnly.kind: PolicyOnly,
 }
 """Value-model constructors by config name: `VALUE_MODELS[name](policy, seed)`."""
-
-
-def forward_logprobs_values(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_length: int,
-    with_entropy: bool = False,
-) -> PolicyValueOutput:
-    """The PPO forward on `[prompt | response]` sequences: calls `model`, an `ActorCritic`
-    (possibly wrapped by DDP / accelerate), so that the wrapper sees the forward.
-
-    Args:
-        model: an `ActorCritic`, or a wrapper whose forward calls one.
-        input_ids: (B, P + T) prompt (left-padded) then response (right-padded after EOS).
-        attention_mask: (B, P + T) zero on padding.
-        response_length: T.
-        with_entropy: also return the detached per-step entropy.
-
-    Returns:
-        `PolicyValueOutput`: logprobs, values (and entropy), each (B, T).
-    """
-    return model(input_ids, attention_mask, response_length, with_entropy)

@@ -39,11 +39,13 @@ from reft.algos import (
     KL_ESTIMATORS,
     LOSS_AGGREGATORS,
     approx_kl_k1,
+    approx_kl_k3,
     clip_fraction,
     explained_variance,
     masked_mean,
     ppo_policy_loss,
     token_sum_constant,
+    value_clip_fraction,
     value_loss,
 )
 from reft.evaluate.dev import make_dev_evaluator
@@ -220,6 +222,9 @@ class PPOUpdate:
             )
             loss = loss + config.vf_coef * vf
             stats["value_loss"] = vf.item()
+            stats["value_clip_fraction"] = value_clip_fraction(
+                out.values.detach(), old_values, returns, mask, config.clip_range_value
+            ).item()
         if self.kl_loss:  # GRPO: the KL to the reference as a loss term, with its gradient
             # Off the response the reference is set equal to the policy: padding's arbitrary
             # log-probs could overflow k3's exp into a NaN gradient, even though they are masked.
@@ -232,6 +237,7 @@ class PPOUpdate:
             return stats | {
                 "entropy": masked_mean(out.entropy, mask).item(),
                 "approx_kl": approx_kl_k1(out.logprobs, old_logprobs, mask).item(),
+                "approx_kl_k3": approx_kl_k3(out.logprobs, old_logprobs, mask).item(),
                 "clip_fraction": clip_fraction(
                     out.logprobs, old_logprobs, advantages, mask, config.clip_range
                 ).item(),

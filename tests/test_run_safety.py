@@ -21,9 +21,10 @@ from safetensors.torch import load_file
 import reft.files
 from reft.checkpoint import META_FILE, Checkpointer
 from reft.cli import main
-from reft.config import ConfigError
+from reft.config import ConfigError, config_to_dict
 from reft.files import OutputPathError, check_output_file, write_text_atomic
 from reft.metrics import read_metrics
+from reft.train.config import Schedule, SFTConfig
 from reft.train.interrupt import resume_command
 from reft.train.resume import check_resume
 
@@ -266,7 +267,7 @@ RESUME_CASES = [
     ({"lr": 1e-3}, ["lr"]),
     ({"batch_size": 16, "micro_batch_size": 16}, ["batch_size", "micro_batch_size"]),
     ({"max_steps": 10}, ["max_steps"]),  # a linear schedule spans max_steps
-    ({"max_steps": 10, "schedule": "constant"}, ["schedule"]),
+    ({"max_steps": 10, "schedule": "constant_with_warmup"}, ["schedule"]),
     ({"log_every": 1, "keep_last": 5, "stop_epochs": 2.0}, None),
 ]
 
@@ -289,7 +290,9 @@ def test_check_resume_refuses_exactly_the_changes_that_alter_the_computation(cha
 
 
 def test_a_longer_run_is_allowed_under_a_constant_schedule():
-    saved = {"max_steps": 4, "schedule": "constant", "warmup_ratio": 0.0}
+    """Checked on a real config's dict: the constant schedule is constant_with_warmup, no warm-up."""
+    saved = config_to_dict(SFTConfig(schedule=Schedule.constant_with_warmup, warmup_ratio=0.0,
+                                     max_steps=4))  # fmt: skip
     assert check_resume(saved, {**saved, "max_steps": 8}, "ckpt") == {"max_steps": (4, 8)}
 
 

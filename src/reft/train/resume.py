@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from reft.config import ConfigError
+from reft.train.config import Schedule
 
 RECORD_ONLY = frozenset(
     {
@@ -55,7 +56,9 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], checkpoint: str
     changes = resume_changes(saved, current)
     changes.pop("resume", None)  # false in the first run, true in every resume
     allowed = RECORD_ONLY | STOP_ONLY
-    if current.get("schedule") == "constant" and not current.get("warmup_ratio"):
+    # constant_with_warmup without warm-up is the constant schedule (Schedule has no other).
+    constant = Schedule.constant_with_warmup.value
+    if current.get("schedule") == constant and not current.get("warmup_ratio"):
         allowed |= LENGTH
     refused = {key: change for key, change in changes.items() if key not in allowed}
     if refused:

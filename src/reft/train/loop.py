@@ -50,7 +50,7 @@ from reft.models.lora import (
 from reft.train.config import TrainConfig
 from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
-from reft.train.resume import check_resume
+from reft.train.resume import check_resume, describe_changes
 
 logger = logging.getLogger(__name__)
 
@@ -412,9 +412,8 @@ class TrainingRun:
         saved = checkpoint.meta().get("config") or {}
         changes = check_resume(saved, config_to_dict(self.config), str(checkpoint.path))
         if changes and self.is_main:
-            listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
             logger.info("resuming with changed settings (they do not change the computation): %s",
-                        listed)  # fmt: skip
+                        describe_changes(changes))  # fmt: skip
             record = {"step": checkpoint.step, "changed": {k: list(v) for k, v in changes.items()}}
             log = self.out_dir / RESUME_LOG
             previous = log.read_text() if log.is_file() else ""

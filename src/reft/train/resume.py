@@ -50,6 +50,11 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     }
 
 
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """ "key old -> new" for each change, sorted by key."""
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in sorted(changes.items()))
+
+
 def check_resume(saved: dict[str, Any], current: dict[str, Any], checkpoint: str) -> dict:
     """The allowed changes between a checkpoint's config and the resumed run's; ConfigError naming
     every change that would alter the computation."""
@@ -62,12 +67,9 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], checkpoint: str
         allowed |= LENGTH
     refused = {key: change for key, change in changes.items() if key not in allowed}
     if refused:
-        listed = ", ".join(
-            f"{key} {old!r} -> {new!r}" for key, (old, new) in sorted(refused.items())
-        )
         raise ConfigError(
             f"resume from {checkpoint}: these settings differ from the checkpoint's and would change "
-            f"the computation: {listed}. Resume with the checkpoint's values (its reft_meta.json), "
+            f"the computation: {describe_changes(refused)}. Resume with the checkpoint's values (its reft_meta.json), "
             f"or start a new run in another out_dir. A resume may change only "
             f"{', '.join(sorted(allowed - {'resume'}))}"
             + ("" if allowed >= LENGTH else " (and epochs / max_steps under a constant schedule)")

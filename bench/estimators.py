@@ -63,7 +63,7 @@ def method_stages(demo: Path, config: DemoConfig, seed: int, out: Path, method: 
 
 def curves(run_dir: Path) -> dict[str, list[float]]:
     """Dev accuracy against cumulative generated tokens and elapsed seconds."""
-    tokens, total, per_step = [], 0.0, {}
+    total, per_step = 0.0, {}
     for record in read_metrics(run_dir, "train"):
         total += record["response_length"] * 256  # every method generates 256 responses a step
         per_step[record["step"]] = (total, record["time"])

@@ -35,8 +35,8 @@ from reft.algos import (
     GROUP_ESTIMATORS,
     KL_ESTIMATORS,
     WHITENERS,
-    dr_grpo_advantages,
     gae,
+    grpo_advantages,
     kl_penalized_rewards,
     reinforce_pp_returns,
     sequence_to_tokens,
@@ -245,8 +245,8 @@ def group_advantages(scores: torch.Tensor, config: PPOConfig) -> torch.Tensor:
     responses together, as generated), and every group lies on one process (prompts are sharded
     whole), so the group statistics never need another process's rows."""
     group_ids = torch.arange(len(scores), device=scores.device) // config.samples_per_prompt
-    if config.estimator is Estimator.grpo and not config.group_std:
-        return dr_grpo_advantages(scores, group_ids)
+    if config.estimator is Estimator.grpo:
+        return grpo_advantages(scores, group_ids, scale_by_std=config.group_std)
     return GROUP_ESTIMATORS[config.estimator.value](scores, group_ids)
 
 

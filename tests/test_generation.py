@@ -19,6 +19,8 @@ from reft.generation import (
     generate_ids,
     generate_texts,
     response_mask_from_ids,
+    sample_categorical,
+    warped_probs,
 )
 from reft.models.presets import build_tiny_model
 
@@ -255,45 +257,118 @@ def test_top_k_one_sampling_equals_greedy(model, prompts, tiny_tokenizer):
     assert torch.equal(greedy.response_ids, top1.response_ids)
 
 
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"do_sample": False},
-        {"do_sample": True},  # the reference's RL setting: temperature 1, top_k 0, top_p 1
-        {"do_sample": True, "temperature": 0.7, "top_k": 5, "top_p": 0.9, "num_samples": 2},
-    ],
-)
+SAMPLING_SETTINGS = [
+    {"do_sample": True},  # the reference's RL setting: temperature 1, top_k 0, top_p 1
+    {"do_sample": True, "temperature": 0.7, "top_k": 5, "top_p": 0.9, "num_samples": 2},
+]
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_reft_engine_equals_hf_generate(tiny_tokenizer, prompts, settings, attention):
-    """Same tokens as transformers' generate for the same seed: top_k=0 means no top-k filter there
-    too, and the shared prefill, cache, masks and length-sorted batches of the reft loop change
-    nothing. Sampled rows run to the end (an EOS id never produced): the reft loop drops finished
-    rows from its batch, after which its random draws no longer line up with transformers'."""
+def test_reft_engine_equals_hf_generate_greedy(tiny_tokenizer, prompts, attention):
+    """Same tokens as transformers' generate: the shared prefill, cache, masks and length-sorted
+    batches of the reft loop change nothing. (Sampled tokens differ by design: the reft engine
+    draws with `sample_categorical`, one uniform per row, where transformers draws V exponentials;
+    the distributions are the same, see the two tests below.)"""
     from transformers import AutoModelForCausalLM
 
     base = _micro_model(tiny_tokenizer, seed=1)
     model = AutoModelForCausalLM.from_config(base.config, attn_implementation=attention)
     model.load_state_dict(base.state_dict())
-    eos = len(tiny_tokenizer) if settings["do_sample"] else None
     batches = [
-        _generate(model, prompts, tiny_tokenizer, engine, seed=5, batch_size=3, eos=eos, **settings)
+        _generate(model, prompts, tiny_tokenizer, engine, seed=5, batch_size=3, do_sample=False)
         for engine in ENGINES
     ]
     for field in ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "finished"):
         assert torch.equal(getattr(batches[0], field), getattr(batches[1], field)), field
 
 
+@pytest.mark.parametrize("settings", SAMPLING_SETTINGS)
+def test_warped_probs_equal_transformers_warpers(settings):
+    """The reft engine samples from exactly the distribution transformers' generate samples from:
+    its temperature / top-k / top-p warpers, in that order, then a softmax (ties included)."""
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    config = SamplingConfig(**settings)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 300, generator=generator) * 3
+    logits[:, 10:20] = logits[:, 10:11]  # ties at every rank
+    warpers = LogitsProcessorList()
+    if config.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+    if config.top_k:
+        warpers.append(TopKLogitsWarper(config.top_k))
+    if config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(config.top_p))
+    expected = warpers(torch.zeros(64, 1, dtype=torch.long), logits.clone()).softmax(dim=-1)
+    assert torch.allclose(warped_probs(logits, config), expected, rtol=0, atol=1e-7)
+
+
+def test_sample_categorical_draws_the_given_distribution():
+    """200,000 draws per row: frequencies within 5 standard errors of the probabilities (a row with
+    zeros among them, a one-hot row, a near-uniform row); a token of probability 0 is never drawn;
+    the same generator state gives the same draws."""
+    probs = torch.tensor(
+        [
+            [0.0, 0.5, 0.0, 0.25, 0.125, 0.125, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+            [1 / 7] * 7,
+        ]
+    )
+    draws = 200_000
+    generator = torch.Generator().manual_seed(3)
+    samples = torch.stack(
+        [sample_categorical(probs, generator) for _ in range(draws)], dim=1
+    )  # [3, draws]
+    for row in range(probs.shape[0]):
+        counts = torch.bincount(samples[row], minlength=probs.shape[1]).double() / draws
+        p = probs[row].double()
+        assert torch.all(counts[p == 0] == 0)
+        error = (p * (1 - p) / draws).sqrt()
+        assert torch.all((counts - p).abs() <= 5 * error + 1e-12), (row, counts, p)
+    again = torch.Generator().manual_seed(3)
+    assert torch.equal(sample_categorical(probs, again), samples[:, 0])
+
+
+@pytest.mark.parametrize("settings", SAMPLING_SETTINGS)
+def test_sampled_first_tokens_follow_the_warped_distribution(tiny_tokenizer, prompts, settings):
+    """The engine end to end: 4,000 samples of one prompt, first response token's frequencies
+    against warped_probs of the prompt's next-token logits (5 standard errors)."""
+    model = _micro_model(tiny_tokenizer, seed=1)
+    count = 4000
+    batch = _generate(model, [prompts[0]], tiny_tokenizer, seed=7,
+                      **{**settings, "num_samples": count, "batch_size": count, "max_new_tokens": 1})  # fmt: skip
+    with torch.no_grad():
+        logits = model(torch.tensor([prompts[0]])).logits[:, -1]
+    p = warped_probs(logits, SamplingConfig(**settings))[0].double()
+    frequency = torch.bincount(batch.response_ids[:, 0], minlength=p.shape[0]).double() / count
+    assert torch.all(frequency[p == 0] == 0)
+    assert torch.all((frequency - p).abs() <= 5 * (p * (1 - p) / count).sqrt() + 1e-12)
+
+
 def test_checkpoint_generation_config_is_ignored(tiny_tokenizer, prompts):
-    """A checkpoint's own generation settings (here top_k=1 and a repetition penalty) never apply."""
+    """A checkpoint's own generation settings (here top_k=1 and a repetition penalty) never apply:
+    each engine samples exactly what it samples from a model with a pristine generation_config."""
+    from transformers import GenerationConfig
+
     model = _micro_model(tiny_tokenizer, seed=2)
-    model.generation_config.top_k = 1
-    model.generation_config.repetition_penalty = 5.0
-    saved = model.generation_config
     never = len(tiny_tokenizer)
+    pristine = [
+        _generate(model, prompts, tiny_tokenizer, e, do_sample=True, eos=never) for e in ENGINES
+    ]
+    model.generation_config = GenerationConfig(top_k=1, repetition_penalty=5.0)
+    saved = model.generation_config
     batches = [
         _generate(model, prompts, tiny_tokenizer, e, do_sample=True, eos=never) for e in ENGINES
     ]
-    assert torch.equal(batches[0].response_ids, batches[1].response_ids)
+    for before, after in zip(pristine, batches, strict=True):
+        assert torch.equal(before.response_ids, after.response_ids)
+    greedy = _generate(model, prompts, tiny_tokenizer, do_sample=False, eos=never)
+    assert not torch.equal(batches[0].response_ids, greedy.response_ids)  # top_k=1 would be greedy
     assert model.generation_config is saved and saved.top_k == 1
 
 

@@ -295,13 +295,18 @@ def _hf_generate(
 def _next_tokens(
     logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator
 ) -> torch.Tensor:
-    """[n, V] next-token logits -> [n] token ids: argmax, or a draw after temperature/top-k/top-p.
+    """[n, V] next-token logits -> [n] token ids: argmax, or a draw from `warped_probs`."""
+    if not config.do_sample:
+        return logits.argmax(dim=-1)
+    return sample_categorical(warped_probs(logits, config), generator)
+
+
+def warped_probs(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """[n, V] logits -> [n, V] float32 sampling probabilities after temperature, top-k, top-p.
 
     Same order and tie rules as transformers' logits warpers: temperature, then top-k (keeps ties
     with the k-th score), then top-p (drops a token once the more likely ones reach top_p).
     """
-    if not config.do_sample:
-        return logits.argmax(dim=-1)
     scores = logits.float()
     if config.temperature != 1.0:
         scores = scores / config.temperature
@@ -314,7 +319,29 @@ def _next_tokens(
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
         drop = (mass_before >= config.top_p).scatter(1, order, mass_before >= config.top_p)
         scores = scores.masked_fill(drop, float("-inf"))
-    return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    return scores.softmax(dim=-1)
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """[n, V] probabilities (rows sum to 1, zeros allowed) -> [n] draws, one uniform per row.
+
+    Inverse-CDF sampling: token i is drawn when u lands in [c_{i-1}, c_i), c the float64 running
+    sum of the row. Each row's draw has exactly the distribution `torch.multinomial(probs, 1)`
+    samples from, but costs one random number instead of V (multinomial draws an exponential per
+    vocabulary entry): ~20x faster at [256, 1024] on one CPU thread (bench/README.md). Plain loop:
+        u = random() * sum(row); total = 0
+        for i, p in enumerate(row):
+            total += p
+            if u < total: return i
+    A token of probability 0 is never drawn (its interval is empty).
+    """
+    cumulative = probs.double().cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device, generator=generator)
+    index = torch.searchsorted(cumulative, u * cumulative[:, -1:], right=True)
+    index = index.squeeze(1).clamp_(max=probs.shape[-1] - 1)
+    # u * total rounds to total only with probability ~1e-16; then the most likely token stands in.
+    drawn = probs.gather(1, index[:, None]).squeeze(1) > 0
+    return torch.where(drawn, index, probs.argmax(dim=-1))
 
 
 @functools.cache

@@ -57,6 +57,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from reft.algos.logprobs import entropy_from_logits, logprobs_from_logits
+from reft.models.length_buckets import run_bucketed
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 """The head's weights, beside the policy's Hugging Face files in a checkpoint directory."""
@@ -202,6 +203,7 @@ def reference_logprobs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     response_length: int,
+    buckets: int = 1,
 ) -> torch.Tensor:
     """Log-probs of the response tokens under a frozen model (the SFT reference): no grad, eval mode.
 
@@ -212,15 +214,20 @@ def reference_logprobs(
         input_ids: (B, P + T) prompt (left-padded) followed by response.
         attention_mask: (B, P + T) zero on padding.
         response_length: T.
+        buckets: run at most this many groups of rows of similar length, each with its own padding
+            trimmed (reft.models.length_buckets); 1 runs the batch as given.
 
     Returns:
-        (B, T) float32 log-probs of `input_ids[:, -T:]`, without a graph.
+        (B, T) float32 log-probs of `input_ids[:, -T:]`, without a graph (0 on positions past a
+        bucket's longest response, which are padding).
     """
+
+    def rows(ids: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor]:
+        logits, _ = _causal_lm_forward(model, ids, mask, length, output_hidden_states=False)
+        return (logprobs_from_logits(logits, ids[:, -length:]),)
+
     with torch.no_grad(), _eval_mode(model):
-        logits, _ = _causal_lm_forward(
-            model, input_ids, attention_mask, response_length, output_hidden_states=False
-        )
-        return logprobs_from_logits(logits, input_ids[:, -response_length:])
+        return run_bucketed(rows, input_ids, attention_mask, response_length, buckets)[0]
 
 
 class FrozenReference:
@@ -234,12 +241,13 @@ class FrozenReference:
         self.model = model.requires_grad_(False).eval()
 
     def logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
-    ) -> torch.Tensor:
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int,
+        buckets: int = 1,
+    ) -> torch.Tensor:  # fmt: skip
         """(B, T) float32 log-probs of the response tokens (see `reference_logprobs`)."""
         device = next(self.model.parameters()).device
         logprobs = reference_logprobs(
-            self.model, input_ids.to(device), attention_mask.to(device), response_length
+            self.model, input_ids.to(device), attention_mask.to(device), response_length, buckets
         )
         return logprobs.to(input_ids.device)
 
@@ -253,13 +261,15 @@ class AdapterDisabledReference:
         self.peft_model = peft_model
 
     def logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
-    ) -> torch.Tensor:
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int,
+        buckets: int = 1,
+    ) -> torch.Tensor:  # fmt: skip
         """(B, T) float32 log-probs of the response tokens under the base weights."""
         with self.peft_model.disable_adapter():
             return reference_logprobs(
-                self.peft_model.get_base_model(), input_ids, attention_mask, response_length
-            )
+                self.peft_model.get_base_model(), input_ids, attention_mask, response_length,
+                buckets,
+            )  # fmt: skip
 
 
 def _hidden_size(model: PreTrainedModel) -> int:
@@ -315,6 +325,7 @@ class ActorCritic(nn.Module, ABC):
         attention_mask: torch.Tensor,
         response_length: int,
         with_entropy: bool = False,
+        buckets: int = 1,
     ) -> PolicyValueOutput:
         """Log-probs and values of the response tokens of `[prompt | response]` sequences.
 
@@ -323,25 +334,32 @@ class ActorCritic(nn.Module, ABC):
             attention_mask: (B, P + T) zero on padding.
             response_length: T.
             with_entropy: also return the (detached) entropy of the policy at each response step.
+            buckets: run at most this many groups of rows of similar length, each with its own
+                padding trimmed (reft.models.length_buckets); 1 runs the batch as given.
 
         Returns:
             `PolicyValueOutput` of (B, T) tensors; logits at position P-1+t give the log-prob of
-            response token t, and V(s_t) comes from the hidden state at the same position.
+            response token t, and V(s_t) comes from the hidden state at the same position (0 on
+            positions past a bucket's longest response, which are padding).
         """
-        with _checkpointing_on(self):
-            logits, states = self._response_logits_and_states(
-                input_ids, attention_mask, response_length
+
+        def rows(ids: torch.Tensor, mask: torch.Tensor, length: int) -> tuple:
+            with _checkpointing_on(self):
+                logits, states = self._response_logits_and_states(ids, mask, length)
+            logprobs = logprobs_from_logits(logits, ids[:, -length:])
+            values = (
+                self.value_head(states).float()
+                if self.value_head is not None
+                else torch.zeros_like(logprobs, requires_grad=False)
             )
-        logprobs = logprobs_from_logits(logits, input_ids[:, -response_length:])
-        values = (
-            self.value_head(states).float()
-            if self.value_head is not None
-            else torch.zeros_like(logprobs, requires_grad=False)
-        )
-        entropy = None
-        if with_entropy:
+            if not with_entropy:
+                return logprobs, values, None
             with torch.no_grad():
-                entropy = entropy_from_logits(logits)
+                return logprobs, values, entropy_from_logits(logits)
+
+        logprobs, values, entropy = run_bucketed(
+            rows, input_ids, attention_mask, response_length, buckets
+        )
         return PolicyValueOutput(logprobs=logprobs, values=values, entropy=entropy)
 
     @abstractmethod

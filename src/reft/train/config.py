@@ -285,6 +285,10 @@ class PPOConfig(TrainConfig):
     """Prompts per rollout step, summed over processes (global)."""
     micro_batch_size: int = 16
     """Sequences per device per forward/backward pass."""
+    length_buckets: int = 8
+    """Each PPO forward (update, rollout policy, reference) runs its micro-batch as at most this
+    many groups of rows of similar length, each trimmed of its own padding (groups of >= 32 rows;
+    reft.models.length_buckets): the same function, less computation on padding. 1 = off."""
     mini_batch_size: int = 32
     """Sequences per PPO optimizer step (global); must divide batch_size x samples_per_prompt."""
     samples_per_prompt: int = 1
@@ -380,6 +384,7 @@ PPO_RANGES = {
     "kl_coef": ">= 0", "gamma": "in [0, 1]", "lam": "in [0, 1]", "clip_range": "> 0",
     "clip_range_value": "> 0", "vf_coef": ">= 0", "critic_warmup_steps": ">= 0",
     "rollout_batch_size": ">= 1", "vllm_gpu_memory_utilization": "in (0, 1]", "timeout_s": "> 0",
+    "length_buckets": ">= 1",
 }  # fmt: skip
 """Accepted range of each numeric PPOConfig field of its own (rollout sampling: SAMPLING_RANGES)."""
 

@@ -166,7 +166,10 @@ class PPOUpdate:
     ) -> PolicyValueOutput:
         """The update forward (with grad, under the training autocast) of [B, P + T] sequences."""
         with self.run.accelerator.autocast():
-            return self.run.model(sequences, attention_mask, response_length, with_entropy=True)
+            return self.run.model(
+                sequences, attention_mask, response_length, with_entropy=True,
+                buckets=self.config.length_buckets,
+            )  # fmt: skip
 
     def _minibatch(
         self, experience: Experience, rows: torch.Tensor, forward: PolicyValueOutput | None
@@ -342,6 +345,15 @@ class PPOStep:
 
 def run_ppo(config: PPOConfig) -> RunState:
     """ReFT: PPO on `config.train_data` from the warm-up checkpoint `config.model`."""
+    run, step, grader, dev_examples = build_ppo_step(config)
+    with grader:
+        return run.train(step, make_dev_evaluator(run, dev_examples))
+
+
+def build_ppo_step(config: PPOConfig) -> tuple[TrainingRun, PPOStep, Grader, list]:
+    """Everything `run_ppo` trains with: the prepared run, its PPO step, the grader (a context
+    manager holding the program workers) and the dev examples. bench/bench_demo_step.py times
+    exactly this step."""
     run = TrainingRun(config, stage="reft")
     examples, dev_examples = load_train_and_dev(config)
     policy, tokenizer = load_training_model(run, examples)
@@ -365,9 +377,7 @@ def run_ppo(config: PPOConfig) -> RunState:
     backend.sync_weights(run.policy_weights)
     grader = Grader(examples[0].answer_kind, config.cot, strict=True,
                     partial_reward=config.partial_reward, timeout_s=config.timeout_s)  # fmt: skip
-    step = PPOStep(run, config, examples, reference, backend, grader)
-    with grader:
-        return run.train(step, make_dev_evaluator(run, dev_examples))
+    return run, PPOStep(run, config, examples, reference, backend, grader), grader, dev_examples
 
 
 def frozen_reference(run: TrainingRun, config: PPOConfig) -> FrozenReference:

@@ -57,8 +57,9 @@ class ReferenceModel(Protocol):
     """The KL reference (reft.models.value: FrozenReference or AdapterDisabledReference)."""
 
     def logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
-    ) -> torch.Tensor: ...
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int,
+        buckets: int = 1,
+    ) -> torch.Tensor: ...  # fmt: skip
 
 
 @dataclass
@@ -168,7 +169,10 @@ def collect_experience(
     )  # fmt: skip
     started = time.perf_counter()
     with autocast():  # 3, the rest: the rollout policy's log-probs and values
-        rollout = actor_critic(samples.sequences, samples.attention_mask, samples.response_length)
+        rollout = actor_critic(
+            samples.sequences, samples.attention_mask, samples.response_length,
+            buckets=config.length_buckets,
+        )  # fmt: skip
     samples.timings["forward"] += time.perf_counter() - started
     return build_experience(samples, rollout.logprobs, rollout.values, config)
 
@@ -201,7 +205,7 @@ def collect_samples(
     sequences = torch.cat([generated.prompt_ids, generated.response_ids], dim=1)  # 3
     attention_mask = torch.cat([generated.prompt_mask, generated.response_mask.long()], dim=1)
     length = generated.response_ids.shape[1]
-    ref_logprobs = reference.logprobs(sequences, attention_mask, length)
+    ref_logprobs = reference.logprobs(sequences, attention_mask, length, config.length_buckets)
     timings["forward"] = time.perf_counter() - started
     return Samples(
         sequences=sequences, attention_mask=attention_mask, response_mask=generated.response_mask,

@@ -6,7 +6,7 @@ What is timed: `reft train` exactly as `reft demo` runs its ReFT stage (the ship
 and `common` sections: micro-llama, 256 rollouts of up to 64 tokens, separate critic, two update
 passes, one thread), from `--model` (the demo's warm-up, e.g. runs/demo/seed_0/warmup/final) on
 `--data` (the demo's data directory). `reft.train.loop.TrainingRun.train` is replaced by a loop that
-runs `--warmup` untimed then `--steps` timed PPO steps, so the step is built by the revision's own
+runs `--warmup` untimed (by default the recipe's 5 critic-only steps) then `--steps` timed PPO steps, so the step is built by the revision's own
 `run_ppo`, whatever its internals. Each step is split by timing wrappers, installed only where the
 revision has the function: rollout (the decode loop), scoring, reference forward, the policy+critic
 forward of update pass 1 (fused with the rollout forward), each update pass's backward, the later
@@ -191,7 +191,9 @@ def main() -> None:
     parser.add_argument("--baseline", help="git revision to compare with (e.g. 507dfd9)")
     parser.add_argument("--beside", action="store_true", help="a concurrent SFT process")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed steps (the recipe's critic_warmup_steps: timed steps also "
+                        "update the policy)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", help=argparse.SUPPRESS)

@@ -1,6 +1,7 @@
 """Generation and SFT throughput of the tiny-llama preset on this machine.
 
     python bench/bench_generation.py [--quick]
+    python bench/bench_generation.py --demo-model runs/demo/seed_0/warmup/final --demo-data runs/demo/data
 
 1. Greedy generation, tokens/s at batch sizes 1, 8, 32, 64 with a fixed number of new tokens per row
    (the EOS id given to every option is one the model never produces, so each option generates
@@ -13,6 +14,8 @@
    new tokens, rows ending at random lengths (a set of EOS ids that a random model samples ~1% of the
    time): tokens/s counts the tokens up to each row's EOS. And K samples per prompt: 8 prompts x 8.
 4. SFT train tokens/s: forward + backward + AdamW step on a fixed batch of 16 x 256 tokens.
+0. With --demo-model/--demo-data (only this section): the demo's own rollout, its warm-up on 256
+   training prompts in one batch, greedy and sampled, `model.generate` against reft's engine.
 
 Timings are the best of a few runs, interleaved across options so that load from other processes
 on a shared machine hits all of them alike; the first call of each option is timed apart (for the
@@ -62,8 +65,8 @@ def setup() -> tuple[object, object, list[list[int]]]:
     return tokenizer, model, prompts
 
 
-def hf_option(model, pad: int, eos: list[int], **settings) -> Make:
-    """Plain `model.generate` on consecutive batches of 64 prompts, greedy unless told otherwise."""
+def hf_option(model, pad: int, eos: list[int], batch_size: int = 64, **settings) -> Make:
+    """Plain `model.generate` on consecutive batches of prompts, greedy unless told otherwise."""
 
     def make(prompts: list[list[int]], new_tokens: int) -> Run:
         config = GenerationConfig(max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=pad)
@@ -71,8 +74,8 @@ def hf_option(model, pad: int, eos: list[int], **settings) -> Make:
 
         def run() -> int:
             made = 0
-            for start in range(0, len(prompts), 64):
-                batch = pad_prompts_left(prompts[start : start + 64], pad)
+            for start in range(0, len(prompts), batch_size):
+                batch = pad_prompts_left(prompts[start : start + batch_size], pad)
                 output = model.generate(**batch, generation_config=config)
                 response = output[:, batch["input_ids"].shape[1] :]
                 made += int(response_mask_from_ids(response, eos)[0].sum())
@@ -291,10 +294,41 @@ def bench_generation(model, tokenizer, prompts: list[list[int]], quick: bool) ->
     print_table(title, results, [cases[0][0]], ("reft generate_ids, engine=hf", 1))
 
 
+def bench_demo_rollout(model_dir: str, data_dir: str, repeats: int) -> None:
+    """Section 0: the demo's rollout as `reft demo` samples it (its warm-up, 256 training prompts in
+    one batch, <= 64 new tokens, the model's own EOS), greedy and sampled: plain `model.generate` on
+    the batch in input order against reft's engine. Tokens/s counts tokens up to each row's EOS."""
+    from reft.data.example import CotKind
+    from reft.data.loaders import load_dataset
+    from reft.models.load import load_causal_lm, load_tokenizer
+    from reft.train.rollout import encode_prompts
+
+    model = load_causal_lm(model_dir, dtype="float32", device="cpu").eval()
+    tokenizer = load_tokenizer(model_dir)
+    prompts = encode_prompts(load_dataset(f"{data_dir}/train.json")[:256], tokenizer, CotKind.nl)
+    pad, eos = tokenizer.pad_token_id, [tokenizer.eos_token_id]
+    sampled = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    for label, settings in (("greedy", {}), ("sampled, temperature 1", sampled)):
+        options = [
+            (BASELINE, 1, hf_option(model, pad, eos, batch_size=256, **settings)),
+            (DEFAULT, 1, reft_option(model, pad, eos, batch_size=256, **settings)),
+        ]
+        case = f"256 prompts, <= 64 tokens, {label}"
+        results = measure(options, [(case, prompts, 64)], repeats)
+        print_table(f"The demo's rollout ({model_dir}): tokens/s", results, [case], (BASELINE, 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, 1 repeat, no compile")
-    quick = parser.parse_args().quick
+    parser.add_argument("--demo-model", help="section 0 only: the demo's warm-up checkpoint")
+    parser.add_argument("--demo-data", help="section 0 only: the demo's data directory")
+    args = parser.parse_args()
+    quick = args.quick
+    if args.demo_model:
+        torch.set_num_threads(1)
+        bench_demo_rollout(args.demo_model, args.demo_data, 1 if quick else 3)
+        return
     print(
         f"{platform.platform()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
         f"torch {torch.__version__}, transformers {transformers.__version__}"

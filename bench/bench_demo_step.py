@@ -15,7 +15,7 @@ passes' forwards, optimizer steps, metrics, and a checkpoint save (timed once, a
 `--baseline REV`: the same measurement for git revision REV (a temporary worktree, imported through
 PYTHONPATH), one process per side per round, sides alternating, so both see the same machine load.
 `--beside`: a second torch process (SFT steps of the same model at one thread) runs throughout, as
-the demo runs two stages at once on two cores. Prints a markdown table of medians and the ratios.
+the demo runs two stages at once on two cores; `--pin` keeps each of the two on its own CPU. Prints a markdown table of medians and the ratios.
 """
 
 from __future__ import annotations
@@ -142,10 +142,17 @@ def _run_side(src: Path, args: argparse.Namespace, out_dir: Path) -> list[dict]:
            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     command = [sys.executable, __file__, "--worker", "--model", args.model, "--data", args.data,
                "--out-dir", str(out_dir), "--warmup", str(args.warmup), "--steps", str(args.steps)]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    pin = _pinned(0) if args.pin else None
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                          preexec_fn=pin)  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"worker failed ({src}):\n{done.stderr[-3000:]}")
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def _pinned(cpu: int):
+    """A preexec_fn that keeps the child process on one CPU (`--pin`)."""
+    return lambda: os.sched_setaffinity(0, {cpu % os.cpu_count()})
 
 
 @contextlib.contextmanager
@@ -190,6 +197,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the demo's data directory")
     parser.add_argument("--baseline", help="git revision to compare with (e.g. 507dfd9)")
     parser.add_argument("--beside", action="store_true", help="a concurrent SFT process")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin the timed process to CPU 0 and the concurrent one to CPU 1")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5,
                         help="untimed steps (the recipe's critic_warmup_steps: timed steps also "

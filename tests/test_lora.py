@@ -151,6 +151,56 @@ def test_lora_dropout_stays_off_in_every_ppo_forward(tiny_tokenizer, tmp_path):
         assert torch.equal(actor_critic(*batch).logprobs, actor_critic(*batch).logprobs)
 
 
+class _CopyBackend:
+    """Stands in for vLLM: samples from its own plain copy of the policy, loaded with the merged
+    weights after every update, so nothing in the rollout touches the training model's modes."""
+
+    def __init__(self, policy):
+        from transformers import AutoModelForCausalLM
+
+        from reft.generation_config import GenerationEngine
+        from reft.rollout_backends import LocalBackend
+
+        self.copy = AutoModelForCausalLM.from_config(policy.config).eval()
+        self.local = LocalBackend(self.copy, GenerationEngine.reft)
+        self.synced = 0
+
+    def generate(self, prompts, sampling, **kwargs):
+        return self.local.generate(prompts, sampling, **kwargs)
+
+    def sync_weights(self, weights):
+        missing, unexpected = self.copy.load_state_dict(dict(weights()), strict=False)
+        assert not unexpected and all("lm_head" in key for key in missing), (missing, unexpected)
+        self.synced += 1
+
+
+def test_lora_dropout_stays_off_after_updates_with_an_external_engine(start, tmp_path, monkeypatch):
+    """With the rollouts outside the training model (the vLLM backend), nothing re-enters eval mode
+    before each forward: after two PPO steps every module must still be in eval mode."""
+    import reft.train.ppo as ppo
+    from reft.config import load_config
+
+    made = []
+
+    def copy_backend(_config, policy, *_args):
+        made.append(_CopyBackend(policy))
+        return made[-1]
+
+    monkeypatch.setattr(ppo, "make_rollout_backend", copy_backend)
+    args = [f"model={start['model']}", f"train_data={start['data']}", f"out_dir={tmp_path / 'run'}",
+            "lora=true", "lora_r=4", "lora_dropout=0.5", *PPO_ARGS]  # fmt: skip
+    run, step, grader, _ = ppo.build_ppo_step(load_config(PPOConfig, None, args))
+    with grader:
+        for index in range(2):
+            step(index)
+    assert made and made[0].synced == 3, "the stand-in backend was not used or not synced"
+    training = [name for name, module in run.model.named_modules() if module.training and name]
+    assert training == [], f"modules in train mode after updates: {training[:5]}"
+    batch = _batch(run.tokenizer)
+    with torch.no_grad():
+        assert torch.equal(run.model(*batch).logprobs, run.model(*batch).logprobs)
+
+
 def test_lora_and_ref_model_are_exclusive():
     with pytest.raises(ConfigError, match="adapters disabled"):
         load_config(PPOConfig, None, ["lora=true", "ref_model=some/model"])

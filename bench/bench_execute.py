@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from reft.answers.execute import ProgramPool, SandboxConfig
+from reft.answers.rewards import grade_execution
 from reft.data.example import AnswerKind
-from reft.rewards import grade_execution
 
 SVAMP = (
     Path(__file__).resolve().parents[1].parent

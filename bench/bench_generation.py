@@ -7,7 +7,7 @@
    (the EOS id given to every option is one the model never produces, so each option generates
    exactly batch x new_tokens tokens). Options side by side: transformers' `generate` with its
    dynamic cache (the baseline), under inference_mode, with a static cache, with a static cache +
-   torch.compile; reft's engine (`reft.generation.generate_ids`, default settings), also on a
+   torch.compile; reft's engine (`reft.generation.engine.generate_ids`, default settings), also on a
    torch.compile'd model; then the baseline and reft's default at 2 threads.
 2. The same at batch 64 for 32 / 128 / 256 new tokens.
 3. Rollout-like sampling (temperature 1, top_k 0, top_p 1): 256 prompts in batches of 64, up to 256
@@ -42,7 +42,8 @@ from reft.data.collate import pad_prompts_left
 from reft.data.prompts import render_prompt
 from reft.data.synthetic import SynthConfig, generate_problems
 from reft.data.tokenize import encode_prompt
-from reft.generation import GenerationEngine, SamplingConfig, generate_ids, response_mask_from_ids
+from reft.generation.config import GenerationEngine, SamplingConfig
+from reft.generation.engine import generate_ids, response_mask_from_ids
 from reft.models.presets import build_tiny_model
 from reft.models.tokenizer import train_tokenizer
 

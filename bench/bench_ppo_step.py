@@ -10,7 +10,7 @@ preset (~3.4 M parameters, fp32, sdpa) saved to a temporary directory; every mod
 Prompts: the synthetic N-CoT questions whose prompt has the most common token length, so no step
 pads and both sides process exactly 32 x (P + 64) tokens (--mixed-lengths: all questions; then 32
 distinct prompts pad to a longer maximum than TRL's 8 distinct ones). Reward on both sides: reft's
-strict grading reward (`reft.grader.Grader`: 1 / 0.1 partial / 0). Random weights are fine for speed.
+strict grading reward (`reft.answers.grader.Grader`: 1 / 0.1 partial / 0). Random weights are fine for speed.
 
 Contenders, each 32 completions x exactly 64 new tokens per step, one process, OMP_NUM_THREADS
 threads (2 by default), interleaved:
@@ -67,11 +67,11 @@ from pathlib import Path
 import torch
 import transformers
 
+from reft.answers.grader import Grader
 from reft.data.example import CotKind
 from reft.data.prompts import render_generation_prompt, render_prompt, render_target
 from reft.data.synthetic import SynthConfig, generate_examples
 from reft.data.tokenize import encode_prompt
-from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
 from reft.models.presets import init_tiny_checkpoint
 from reft.models.value import VALUE_MODELS, FrozenReference

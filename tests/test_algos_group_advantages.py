@@ -20,7 +20,7 @@ from reft.algos.group_advantages import (
     rloo_advantages,
     sequence_to_tokens,
 )
-from reft.algos.rewards import kl_penalized_rewards
+from reft.algos.shaping import kl_penalized_rewards
 
 F64 = torch.float64
 TOL = {"rtol": 1e-12, "atol": 1e-12}

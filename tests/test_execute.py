@@ -33,8 +33,8 @@ from reft.answers.execute import (
     missing_protections,
     uses_sympy,
 )
+from reft.answers.rewards import grade_execution
 from reft.data.example import AnswerKind
-from reft.rewards import grade_execution
 
 GOLD = "42"
 TIMEOUT = 1.0

@@ -13,7 +13,7 @@ import torch
 from reft.data.prompts import render_prompt
 from reft.data.synthetic import SynthConfig, generate_problems
 from reft.data.tokenize import encode_prompt
-from reft.generation import (
+from reft.generation.engine import (
     GenerationEngine,
     SamplingConfig,
     generate_ids,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from reft import cli
+from reft.answers.rewards import grade_completions
 from reft.data.example import AnswerKind, CotKind
 from reft.data.prompts import ANSWER_TRIGGER
-from reft.rewards import grade_completions
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FAST_SAMPLE = 300

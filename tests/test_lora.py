@@ -158,8 +158,8 @@ class _CopyBackend:
     def __init__(self, policy):
         from transformers import AutoModelForCausalLM
 
-        from reft.generation_config import GenerationEngine
-        from reft.rollout_backends import LocalBackend
+        from reft.generation.backends import LocalBackend
+        from reft.generation.config import GenerationEngine
 
         self.copy = AutoModelForCausalLM.from_config(policy.config).eval()
         self.local = LocalBackend(self.copy, GenerationEngine.reft)

@@ -17,10 +17,10 @@ import torch
 from reft.data.collate import pad_sft_batch
 from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.tokenize import IGNORE_INDEX, tokenize_sft
-from reft.generation_config import GenerationEngine
+from reft.generation.backends import LocalBackend
+from reft.generation.config import GenerationEngine
 from reft.models.presets import build_tiny_model
 from reft.models.value import VALUE_MODELS, FrozenReference
-from reft.rollout_backends import LocalBackend
 from reft.train.config import PPOConfig, Whitening
 from reft.train.rollout import collect_experience
 from reft.train.sft import token_nll_sum

@@ -10,17 +10,11 @@ import pytest
 
 from reft.config import ConfigError, load_config
 from reft.data.example import CotKind
-from reft.data.prompts import program_header, render_target
+from reft.data.prompts import program_header, render_target, solution_text
 from reft.data.synthetic import SynthConfig, generate_examples
 from reft.evaluate.config import EvalConfig
 from reft.evaluate.predict import GradedCompletion, QuestionResult
-from reft.evaluate.rerank import (
-    pick_best,
-    rerank_accuracy,
-    rerank_picks,
-    solution_text,
-    write_rerank,
-)
+from reft.evaluate.rerank import pick_best, rerank_accuracy, rerank_picks, write_rerank
 
 PICK_CASES = [
     # (scores, extracted answers, expected index, why)

@@ -17,13 +17,8 @@ from reft.config import ConfigError, load_config
 from reft.data.example import CotKind
 from reft.data.prompts import program_header
 from reft.evaluate.predict import GradedCompletion, QuestionResult
-from reft.evaluate.rerank import (
-    load_reward_model,
-    pad_right,
-    rm_input_ids,
-    score_solutions,
-)
 from reft.metrics import read_metrics
+from reft.models.reward_model import load_reward_model, pad_right, rm_input_ids, score_solutions
 from reft.train.config import RewardModelConfig
 from reft.train.reward_model import (
     RM_DATA,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from reft.answers.execute import ProgramPool, SandboxConfig
-from reft.data.example import AnswerKind, CotKind
-from reft.data.prompts import ANSWER_TRIGGER
-from reft.rewards import (
+from reft.answers.rewards import (
     DEFAULT_PARTIAL_REWARD,
     NO_ANSWER,
     GradeResult,
     grade_completions,
     outcome_reward,
 )
+from reft.data.example import AnswerKind, CotKind
+from reft.data.prompts import ANSWER_TRIGGER
 
 NUM, MC = AnswerKind.numeric, AnswerKind.multiple_choice
 T = ANSWER_TRIGGER

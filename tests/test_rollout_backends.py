@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from reft.generation import generate_ids
-from reft.generation_config import GenerationEngine, SamplingConfig
+from reft.generation.backends import LocalBackend, VLLMBackend, pack_completions
+from reft.generation.config import GenerationEngine, SamplingConfig
+from reft.generation.engine import generate_ids
 from reft.models.presets import build_tiny_model
-from reft.rollout_backends import LocalBackend, VLLMBackend, pack_completions
 
 EOS, PAD = 2, 0
 

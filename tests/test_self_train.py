@@ -17,20 +17,19 @@ from reft.data.example import AnswerKind, Example
 from reft.data.prompts import program_header, render_prompt
 from reft.data.tokenize import IGNORE_INDEX, OverlengthPolicy, SFTFeatures
 from reft.evaluate.predict import GradedCompletion, QuestionResult
-from reft.generation import GeneratedBatch
+from reft.generation.engine import GeneratedBatch
 from reft.metrics import read_metrics
 from reft.train.config import SelfTrainConfig
 from reft.train.self_train import (
     SELF_TRAINING_DATA,
     SelfTrainingRecord,
-    dedup_key,
-    first_unique,
     mixed_nll,
     mixed_nll_scales,
     sample_features,
     select_self_training_data,
     tokenize_records,
 )
+from reft.train.solution_sampling import dedup_key, first_unique
 
 GOLD_COT = "Tom has 3.\nTom has 3 + 4 = 7."
 

@@ -29,7 +29,8 @@ from reft.data.collate import pad_prompts_left, pad_sft_batch
 from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.prompts import render_prompt
 from reft.data.tokenize import IGNORE_INDEX, encode_prompt, tokenize_sft
-from reft.generation import GenerationEngine, SamplingConfig, generate_ids
+from reft.generation.config import GenerationEngine, SamplingConfig
+from reft.generation.engine import generate_ids
 from reft.metrics import read_metrics
 from reft.models.load import load_causal_lm, load_tokenizer, split_gguf_source
 from reft.train.config import PPOConfig, SFTConfig

@@ -38,7 +38,7 @@ from reft.algos.normalize import (
     masked_whiten_global,
     no_whiten,
 )
-from reft.algos.rewards import kl_penalized_rewards, last_response_index, place_score
+from reft.algos.shaping import kl_penalized_rewards, last_response_index, place_score
 from reft.algos.stats import (
     approx_kl_k1,
     approx_kl_k3,

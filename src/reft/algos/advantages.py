@@ -28,7 +28,7 @@ def gae(
     """GAE advantages and lambda-returns (Schulman et al. 2016; the ReFT paper's method section; lm-hpd).
 
     Args:
-        rewards: (B, T) per-token rewards (rewards.kl_penalized_rewards).
+        rewards: (B, T) per-token rewards (shaping.kl_penalized_rewards).
         values: (B, T) value-head predictions V(s_t) at the rollout, s_t the state before token t.
         mask: (B, T) bool or 0/1, true on response tokens; anything at masked positions is ignored.
         gamma: discount (1.0 in ReFT's runs, exps/paper_exps/ReFT/_template.sh).

@@ -173,7 +173,7 @@ def reinforce_pp_returns(
 
     Source: Hu 2025, "REINFORCE++: A Simple and Efficient Approach for Aligning Large Language
     Models" (arXiv 2501.03262): token reward r_t = [t is EOS] * score - beta * KL_t (our
-    `rewards.kl_penalized_rewards`), advantage A_t = sum_{s >= t} gamma^(s - t) r_s, then
+    `shaping.kl_penalized_rewards`), advantage A_t = sum_{s >= t} gamma^(s - t) r_s, then
     normalised over the GLOBAL batch: the caller does that with `normalize.WHITENERS["global"]`.
     No critic and no group. verl `compute_reinforce_plus_plus_outcome_advantage`.
 

@@ -3,7 +3,7 @@
 Each estimator takes the log-probabilities of the SAMPLED tokens under the policy that sampled them
 (`logprobs`) and under the reference (`ref_logprobs`), both (B, T), and returns a (B, T) per-token
 estimate of KL(policy || reference). None of them masks and none applies a coefficient: the caller
-masks (rewards.kl_penalized_rewards) and scales by kl_coef.
+masks (shaping.kl_penalized_rewards) and scales by kl_coef.
 
 With log r = ref_logprobs - logprobs (J. Schulman, "Approximating KL Divergence", 2020):
 - k1 = -log r                     unbiased, can be negative per token. ReFT's reward uses this:
@@ -46,7 +46,9 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_ratio) - log_ratio
 
 
-KLEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+KLFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""An estimator's signature: (logprobs, ref_logprobs) -> per-token KL, both (B, T)."""
 
-#: Config value -> estimator; the trainer looks this up once. ReFT's reference uses "k1".
-KL_ESTIMATORS: dict[str, KLEstimator] = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
+#: `reft.train.config.KLEstimator` value -> estimator; the trainer looks this up once. ReFT's
+#: reference uses "k1".
+KL_ESTIMATORS: dict[str, KLFunction] = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}

@@ -5,6 +5,6 @@
 - `compare`: is an extracted answer correct for its answer kind (numeric within 1e-2, letters).
 - `execute`: run untrusted programs in sandboxed worker processes (`ProgramPool`).
 
-The reward built on these lives in `reft.rewards`. Import the submodules directly; this package
+The reward built on these lives in `reft.answers.rewards`. Import the submodules directly; this package
 imports nothing on purpose.
 """

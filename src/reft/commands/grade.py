@@ -41,11 +41,11 @@ from reft.answers.audit import (
 )
 from reft.answers.compare import CHOICES, parse_gold
 from reft.answers.execute import DEFAULT_TIMEOUT_S, ProgramPool, SandboxConfig
+from reft.answers.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
 from reft.config import ConfigError
 from reft.data.errors import DataError
 from reft.data.example import TASK_ANSWER_KIND, AnswerKind, CotKind
 from reft.files import check_output_file, write_json_atomic, write_jsonl_atomic
-from reft.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
 
 logger = logging.getLogger(__name__)
 

@@ -50,3 +50,14 @@ def render_target(example: Example, cot: CotKind) -> str:
     if cot is CotKind.python:
         return example.cot.strip()
     return f"{example.cot.strip()}{ANSWER_TRIGGER}{example.answer}"
+
+
+def solution_text(question: str, completion: str, cot: CotKind) -> str:
+    """A sampled completion as the solution written after the plain prompt (what SFT trains on).
+
+    A P-CoT completion continues the program header of the generation prompt, so the header is put
+    back; an N-CoT completion is the solution itself. Surrounding whitespace is stripped, as the
+    reference strips solutions.
+    """
+    text = program_header(question) + completion if cot is CotKind.python else completion
+    return text.strip()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from reft.config import check_ranges
 from reft.data.example import CotKind
-from reft.generation_config import SamplingConfig
+from reft.generation.config import SamplingConfig
 from reft.models.presets import PRESET_PREFIX
 
 

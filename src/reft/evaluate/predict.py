@@ -14,11 +14,12 @@ from tqdm.auto import tqdm
 
 from reft.answers.checkers import harness_verdicts
 from reft.answers.compare import is_correct
+from reft.answers.grader import Grader
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.evaluate.voting import majority_vote
-from reft.generation import SamplingConfig, generate_texts
-from reft.grader import Grader
+from reft.generation.config import SamplingConfig
+from reft.generation.engine import generate_texts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

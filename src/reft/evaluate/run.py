@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reft.answers.grader import Grader
 from reft.config import config_to_dict, save_config, save_run_config
 from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.loaders import load_dataset
@@ -23,7 +24,6 @@ from reft.evaluate.predict import (
 )
 from reft.evaluate.rerank import rerank_accuracy, rerank_with_model, write_rerank
 from reft.files import check_output_dir, check_output_file, write_json_atomic, write_jsonl_atomic
-from reft.grader import Grader
 from reft.models.load import load_causal_lm, load_tokenizer
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Models go through `AutoModelForCausalLM` / `AutoTokenizer`, so the Llama, Qwen2,
 and reft's tiny presets (reft.models.presets) load the same way. Tokenizers pad on the left, as
 generation needs. A tokenizer without a pad token gets its EOS token as pad: reft never infers a loss
 mask or a response end from pad ids (training labels are built explicitly in reft.data.tokenize, and
-response masks from the first generated EOS in reft.generation), so pad == eos is safe. A source
+response masks from the first generated EOS in reft.generation.engine), so pad == eos is safe. A source
 that cannot be loaded (no such model, no network, no weights) raises a one-line ConfigError naming it;
 the commands check their model settings earlier still (reft.models.source).
 

@@ -8,7 +8,7 @@ from enum import Enum
 from reft.config import check_ranges
 from reft.data.example import CotKind
 from reft.data.tokenize import OverlengthPolicy
-from reft.generation_config import SAMPLING_RANGES
+from reft.generation.config import SAMPLING_RANGES
 from reft.models.presets import PRESET_PREFIX, check_preset
 
 
@@ -236,7 +236,7 @@ class Whitening(str, Enum):
 
 
 class RolloutBackendKind(str, Enum):
-    """What samples the PPO rollouts (reft.rollout_backends)."""
+    """What samples the PPO rollouts (reft.generation.backends)."""
 
     reft = "reft"
     """reft's own KV-cache decode loop on the training model (default)."""

@@ -48,8 +48,8 @@ from reft.algos import (
     value_clip_fraction,
     value_loss,
 )
-from reft.evaluate.dev import make_dev_evaluator
-from reft.grader import Grader
+from reft.answers.grader import Grader
+from reft.generation.backends import RolloutBackend
 from reft.models.load import load_causal_lm
 from reft.models.value import (
     VALUE_MODELS,
@@ -57,10 +57,10 @@ from reft.models.value import (
     FrozenReference,
     PolicyValueOutput,
 )
-from reft.rollout_backends import RolloutBackend
 from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import KLPlacement, LossAggregation, PPOConfig, ValueModelKind
 from reft.train.data import load_train_and_dev
+from reft.train.dev import make_dev_evaluator
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
 from reft.train.rollout import (

@@ -35,28 +35,19 @@ import torch.nn.functional as F
 
 from reft.config import config_to_dict
 from reft.data.example import CotKind, Example
+from reft.data.prompts import solution_text
 from reft.data.tokenize import OverlengthPolicy, TokenizationReport
 from reft.evaluate.predict import QuestionResult
-from reft.evaluate.rerank import (
-    load_reward_model,
-    pad_right,
-    pick_best,
-    rm_input_ids,
-    score_solutions,
-    solution_text,
-)
+from reft.evaluate.rerank import pick_best
 from reft.files import write_json_atomic
 from reft.models.load import load_tokenizer
+from reft.models.reward_model import load_reward_model, pad_right, rm_input_ids, score_solutions
 from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import RewardModelConfig
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
-from reft.train.self_train import (
-    first_unique,
-    sample_training_solutions,
-    sampling_settings,
-)
 from reft.train.sft import backward_micro_batches
+from reft.train.solution_sampling import first_unique, sample_training_solutions, sampling_settings
 
 logger = logging.getLogger(__name__)
 

@@ -41,15 +41,15 @@ from reft.algos import (
     reinforce_pp_returns,
     sequence_to_tokens,
 )
+from reft.answers.grader import Grader
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.data.tokenize import encode_prompt
-from reft.generation import GeneratedBatch, SamplingConfig, generate_ids
-from reft.generation_config import GenerationEngine
-from reft.grader import Grader
+from reft.generation.backends import LocalBackend, RolloutBackend, VLLMBackend
+from reft.generation.config import GenerationEngine, SamplingConfig
+from reft.generation.engine import GeneratedBatch, generate_ids
 from reft.models.load import resolve_dtype
 from reft.models.value import ActorCritic
-from reft.rollout_backends import LocalBackend, RolloutBackend, VLLMBackend
 from reft.train.config import Estimator, KLPlacement, PPOConfig, RolloutBackendKind
 
 

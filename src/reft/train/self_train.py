@@ -15,7 +15,7 @@ graded correct (reward exactly 1), and takes `update_epochs` optimizer steps on
 `mixed_nll` = own_weight x mean NLL(correct samples) + gold_weight x mean NLL(gold solutions of the
 step's questions). No reference model, value head or KL.
 
-Targets. A sampled completion is turned into the text SFT trains on by `rerank.solution_text`: for
+Targets. A sampled completion is turned into the text SFT trains on by `reft.data.prompts.solution_text`: for
 P-CoT the program header of the generation prompt is put back, so offline targets are full programs
 after the plain prompt, exactly like gold P-CoT targets; N-CoT completions already end with the answer
 trigger and the MODEL's answer, and are trained on verbatim (never re-rendered with the gold answer).
@@ -30,17 +30,18 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from reft.answers.grader import Grader
 from reft.config import config_to_dict
 from reft.data.example import Example
 from reft.data.loaders import require_cot
-from reft.data.prompts import render_target
+from reft.data.prompts import render_target, solution_text
 from reft.data.tokenize import (
     IGNORE_INDEX,
     OverlengthPolicy,
@@ -49,20 +50,23 @@ from reft.data.tokenize import (
     tokenize_pairs,
     tokenize_sft,
 )
-from reft.evaluate.dev import make_dev_evaluator
-from reft.evaluate.predict import QuestionResult, predict
-from reft.evaluate.rerank import solution_text
+from reft.evaluate.predict import QuestionResult
 from reft.files import write_json_atomic
-from reft.generation import GeneratedBatch, SamplingConfig
-from reft.grader import Grader
-from reft.models.load import load_causal_lm, load_tokenizer
+from reft.generation.engine import GeneratedBatch
 from reft.train.batching import global_batch, shard, step_counts
-from reft.train.config import SelfSampledConfig, SelfTrainConfig, SelfTrainMode
+from reft.train.config import SelfTrainConfig, SelfTrainMode
 from reft.train.data import load_train_and_dev
+from reft.train.dev import make_dev_evaluator
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
 from reft.train.rollout import rollout_seed, sample_responses, score_responses
 from reft.train.sft import backward_micro_batches, sft_nll_fn, train_on_features
+from reft.train.solution_sampling import (
+    dedup_key,
+    first_unique,
+    sample_training_solutions,
+    sampling_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,27 +75,6 @@ SELF_TRAINING_DATA = "self_training_data.json"
 
 
 # ---- Offline: sampling, filtering, de-duplication ------------------------------------------------
-
-
-def dedup_key(text: str) -> str:
-    """What two solutions must share to count as one: the text with whitespace runs collapsed."""
-    return " ".join(text.split())
-
-
-def first_unique(texts: Sequence[str], limit: int = 0) -> list[int]:
-    """Indices of the first occurrence of each distinct text (by `dedup_key`), in order, at most
-    `limit` of them (0: all)."""
-    seen: set[str] = set()
-    kept: list[int] = []
-    for index, text in enumerate(texts):
-        key = dedup_key(text)
-        if key in seen:
-            continue
-        if limit and len(kept) == limit:
-            break
-        seen.add(key)
-        kept.append(index)
-    return kept
 
 
 @dataclass(frozen=True)
@@ -146,30 +129,6 @@ def select_self_training_data(
         },
     }
     return records, counts
-
-
-def sampling_settings(config: SelfSampledConfig, num_samples: int) -> SamplingConfig:
-    """The sampling settings of a self-sampling trainer (reference: temperature 1, no top-k/top-p)."""
-    return SamplingConfig(
-        do_sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens, num_samples=num_samples,
-        batch_size=config.sample_batch_size,
-    )  # fmt: skip
-
-
-def sample_training_solutions(
-    config: SelfSampledConfig, examples: list[Example], device: torch.device, progress: str
-) -> list[QuestionResult]:
-    """`num_samples` graded solutions per example from `sample_model` (default: `model`)."""
-    source = config.sample_model or config.model
-    tokenizer = load_tokenizer(source)
-    model = load_causal_lm(source, dtype=config.dtype, device=str(device))
-    grader = Grader(examples[0].answer_kind, config.cot, strict=True, timeout_s=config.timeout_s)
-    with grader:
-        return predict(
-            model, tokenizer, examples, config.cot, sampling_settings(config, config.num_samples),
-            grader, seed=config.seed, progress=progress,
-        )  # fmt: skip
 
 
 def tokenize_records(

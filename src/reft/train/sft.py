@@ -18,10 +18,10 @@ from reft.data.collate import pad_sft_batch
 from reft.data.example import Example
 from reft.data.loaders import require_cot
 from reft.data.tokenize import IGNORE_INDEX, SFTFeatures, tokenize_sft
-from reft.evaluate.dev import make_dev_evaluator
 from reft.train.batching import global_batch, shard, step_counts
 from reft.train.config import SFTConfig
 from reft.train.data import load_train_and_dev
+from reft.train.dev import make_dev_evaluator
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
 

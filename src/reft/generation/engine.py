@@ -38,7 +38,7 @@ import torch
 
 from reft.data.collate import pad_prompts_left
 from reft.data.tokenize import encode_prompt
-from reft.generation_config import GenerationEngine, SamplingConfig
+from reft.generation.config import GenerationEngine, SamplingConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from reft.answers.grader import Grader
 from reft.data.example import Example
 from reft.evaluate.predict import answered_rate, mean_response_tokens, predict, top1_accuracy
-from reft.generation_config import SamplingConfig
-from reft.grader import Grader
+from reft.generation.config import SamplingConfig
 from reft.train.loop import TrainingRun
 
 

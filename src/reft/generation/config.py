@@ -1,6 +1,6 @@
 """Generation settings, kept free of torch so configs and `reft --help` load fast.
 
-`reft.generation` runs them; its docstring gives the output contract of both engines.
+`reft.generation.engine` runs them; its docstring gives the output contract of both engines.
 """
 
 from __future__ import annotations

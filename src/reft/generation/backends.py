@@ -2,7 +2,7 @@
 
 `RolloutBackend`:
     generate(prompts, sampling, eos_token_id=, pad_token_id=, seed=) -> GeneratedBatch
-        K = sampling.num_samples responses per prompt, with the output contract of reft.generation
+        K = sampling.num_samples responses per prompt, with the output contract of reft.generation.engine
         (rows k*K .. k*K+K-1 for prompt k; response cut after its first EOS, EOS inside the mask).
     sync_weights(weights) -> None
         called by the trainer after every PPO update; `weights()` yields the policy's (name, tensor)
@@ -10,7 +10,7 @@
         training model itself and ignores it).
 
 Backends (`rollout_backend=`, chosen once in `make_rollout_backend`):
-- `reft` (default) and `hf`: `reft.generation.generate_ids` on the training model (its own KV-cache
+- `reft` (default) and `hf`: `reft.generation.engine.generate_ids` on the training model (its own KV-cache
   decode loop, or transformers' `model.generate`).
 - `vllm` (extra `reft[vllm]`, CUDA only): an in-process `vllm.LLM` beside the trainer on the same GPU,
   taking `vllm_gpu_memory_utilization` of its memory. It loads the policy's starting checkpoint, and
@@ -31,8 +31,8 @@ from typing import Any, Protocol
 import torch
 
 from reft.data.collate import pad_prompts_left
-from reft.generation import GeneratedBatch, generate_ids
-from reft.generation_config import GenerationEngine, SamplingConfig
+from reft.generation.config import GenerationEngine, SamplingConfig
+from reft.generation.engine import GeneratedBatch, generate_ids
 
 Weights = Iterable[tuple[str, torch.Tensor]]
 
@@ -87,7 +87,7 @@ def pack_completions(
     pad_token_id: int,
     device: torch.device | str = "cpu",
 ) -> GeneratedBatch:
-    """Token lists from an external engine -> a `GeneratedBatch` (reft.generation's contract).
+    """Token lists from an external engine -> a `GeneratedBatch` (reft.generation.engine's contract).
 
     Args:
         prompts: P prompts' token ids.

@@ -1,7 +1,7 @@
 """`Grader`: the reward function bound to one task, with its program pool kept alive between calls.
 
 Training (rollout scoring), evaluation and sampling all grade through this one object, so they use the
-same rule: `rewards.grade_completions` (strict N-CoT extraction or sandboxed P-CoT execution, then the
+same rule: `answers.rewards.grade_completions` (strict N-CoT extraction or sandboxed P-CoT execution, then the
 1 / partial / 0 reward).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reft.answers.execute import ProgramPool, SandboxConfig
+from reft.answers.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
 from reft.data.example import AnswerKind, CotKind
-from reft.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
 
 
 class Grader:

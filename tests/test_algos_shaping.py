@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from reft.algos.rewards import kl_penalized_rewards, last_response_index, place_score
+from reft.algos.shaping import kl_penalized_rewards, last_response_index, place_score
 
 
 @pytest.mark.parametrize(

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import argparse
 
-from reft.config import add_config_arguments, config_from_args
+from reft.commands import add_config_command
 from reft.evaluate.config import EvalConfig
-from reft.models.source import check_model_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="top-1, voting@K and pass@K on a dataset")
-    add_config_arguments(parser, EvalConfig)
-    parser.set_defaults(handler=run)
+    add_config_command(
+        subparsers, "eval", "top-1, voting@K and pass@K on a dataset", EvalConfig, run
+    )
 
 
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(EvalConfig, args)
-    check_model_settings(config)  # before any data is read or directory written
+def run(config: EvalConfig) -> int:
     from reft.evaluate.run import format_table, run_eval
 
     results = run_eval(config)

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import argparse
 
-from reft.config import add_config_arguments, config_from_args
+from reft.commands import add_config_command
 from reft.evaluate.config import SampleConfig
-from reft.models.source import check_model_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sample", help="sample and grade completions for a dataset")
-    add_config_arguments(parser, SampleConfig)
-    parser.set_defaults(handler=run)
+    add_config_command(
+        subparsers, "sample", "sample and grade completions for a dataset", SampleConfig, run
+    )
 
 
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(SampleConfig, args)
-    check_model_settings(config)  # before any data is read or directory written
+def run(config: SampleConfig) -> int:
     from reft.evaluate.run import run_sample
 
     summary = run_sample(config)

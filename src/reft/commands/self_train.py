@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import argparse
 
-from reft.commands import report
-from reft.config import add_config_arguments, config_from_args
-from reft.models.source import check_model_settings
+from reft.commands import add_config_command, report
 from reft.train.config import SelfTrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    add_config_command(
+        subparsers,
         "self-train",
-        help="offline (sample, filter, SFT) or online (sample and SFT every step) self-training",
+        "offline (sample, filter, SFT) or online (sample and SFT every step) self-training",
+        SelfTrainConfig,
+        run,
     )
-    add_config_arguments(parser, SelfTrainConfig)
-    parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(SelfTrainConfig, args)
-    check_model_settings(config)  # before any data is read or directory written
+def run(config: SelfTrainConfig) -> int:
     from reft.train.self_train import run_self_train  # torch loads only when training
 
     state = run_self_train(config)

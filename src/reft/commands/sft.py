@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import argparse
 
-from reft.commands import report
-from reft.config import add_config_arguments, config_from_args
-from reft.models.source import check_model_settings
+from reft.commands import add_config_command, report
 from reft.train.config import SFTConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sft", help="supervised fine-tuning on gold chains of thought")
-    add_config_arguments(parser, SFTConfig)
-    parser.set_defaults(handler=run)
+    add_config_command(
+        subparsers, "sft", "supervised fine-tuning on gold chains of thought", SFTConfig, run
+    )
 
 
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(SFTConfig, args)
-    check_model_settings(config)  # before any data is read or directory written
+def run(config: SFTConfig) -> int:
     from reft.train.sft import run_sft  # torch and transformers load only when training
 
     state = run_sft(config)

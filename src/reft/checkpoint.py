@@ -217,7 +217,7 @@ def _without_gguf_record(model: torch.nn.Module) -> Iterator[None]:
     """Hide a GGUF quantizer record from `save_pretrained` while the model's weights are dense.
 
     `from_pretrained(..., gguf_file=...)` without `GgufConfig(dequantize=True)` leaves a GGUF
-    quantizer on the model (and its config in `config.quantization_config`) even when every weight
+    quantizer on the model (and its config in `model.config.quantization_config`) even when every weight
     was unpacked into a plain tensor; `save_pretrained` then refuses ("quantized with gguf and is not
     serializable"), and a config.json carrying it would not load without the file. Weights still
     packed in GGUF blocks cannot be written as a normal checkpoint: that is an error.

@@ -5,6 +5,9 @@
 - `compare`: is an extracted answer correct for its answer kind (numeric within 1e-2, letters).
 - `execute`: run untrusted programs in sandboxed worker processes (`ProgramPool`).
 
-The reward built on these lives in `reft.answers.rewards`. Import the submodules directly; this package
-imports nothing on purpose.
+- `rewards`: the one outcome reward built on these (1 / partial / 0) and the batch grading API.
+- `grader`: `Grader`, that reward bound to a task, with its program pool kept alive.
+- `checkers`, `audit`: other answer checkers and `reft grade --audit`.
+
+Import the submodules directly; this package imports nothing on purpose.
 """

@@ -1,7 +1,8 @@
 """Runs the demo's stages as `reft` subprocesses, several at once, with a live progress display.
 
 Small models on a CPU are bound by per-step overhead, not FLOPs, so two single-threaded stages side by
-side do nearly twice the work of one stage with two threads (../shared/docs/findings.md): the runner starts
+side do nearly twice the work of one stage with two threads (measured on a 2-core VM; two processes
+of 2 threads each ran up to 17x slower per step): the runner starts
 every stage whose inputs are ready, up to `workers` at a time, each with cores / workers threads.
 
 A finished stage leaves `<out_dir>.done.json` (its wall-clock seconds and command), so an interrupted

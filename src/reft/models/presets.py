@@ -53,7 +53,7 @@ PRESETS: dict[str, TinyPreset] = {
     "micro-llama": TinyPreset("llama", 64, 2, 2, 2, 176),
     # ~0.6 M parameters: small enough for `reft demo`'s many stages on two CPU cores.
     "mini-llama": TinyPreset("llama", 128, 3, 4, 4, 344),
-    # ~3.4 M parameters: the CPU demo model (the size measured in ../shared/docs/findings.md).
+    # ~3.4 M parameters: the model of the generation and PPO-step benchmarks (bench/README.md).
     "tiny-llama": TinyPreset("llama", 256, 4, 4, 4, 688),
     # ~3.1 M parameters: Qwen2-style (bias on q/k/v, grouped-query attention with 2 kv heads).
     "tiny-qwen2": TinyPreset("qwen2", 256, 4, 4, 2, 688),

@@ -48,6 +48,7 @@ from reft.algos import (
     value_clip_fraction,
     value_loss,
 )
+from reft.algos.losses import LossAggregator
 from reft.answers.grader import Grader
 from reft.generation.backends import RolloutBackend
 from reft.models.load import load_causal_lm
@@ -77,11 +78,20 @@ from reft.train.rollout import (
 logger = logging.getLogger(__name__)
 
 
-def loss_aggregator(config: PPOConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+LOSS_AGGREGATIONS: dict[LossAggregation, Callable[[PPOConfig], LossAggregator]] = {
+    LossAggregation.seq_mean_token_mean: lambda _: LOSS_AGGREGATORS["seq_mean_token_mean"],
+    LossAggregation.token_mean: lambda _: LOSS_AGGREGATORS["token_mean"],
+    # Dr. GRPO's constant normaliser is the longest possible response.
+    LossAggregation.token_sum_constant: lambda config: functools.partial(
+        token_sum_constant, normalizer=config.max_new_tokens
+    ),
+}
+"""`config.loss_aggregation` -> the (per-token loss, mask) -> scalar function it configures."""
+
+
+def loss_aggregator(config: PPOConfig) -> LossAggregator:
     """(per-token loss, mask) -> one number, as `config.loss_aggregation` says."""
-    if config.loss_aggregation is LossAggregation.token_sum_constant:
-        return functools.partial(token_sum_constant, normalizer=config.max_new_tokens)
-    return LOSS_AGGREGATORS[config.loss_aggregation.value]
+    return LOSS_AGGREGATIONS[config.loss_aggregation](config)
 
 
 def fuses_first_forward(config: PPOConfig, num_processes: int) -> bool:

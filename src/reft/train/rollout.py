@@ -223,25 +223,60 @@ def build_experience(
     """
     mask = samples.response_mask
     kl = KL_ESTIMATORS[config.kl_estimator.value](old_logprobs, samples.ref_logprobs) * mask  # 4
-    kl_coef = config.kl_coef if config.kl_placement is KLPlacement.reward else 0.0
     scores = samples.scores.to(kl.device)
-    if config.estimator.uses_groups:  # 5-7 for GRPO / Dr. GRPO / RLOO: one value per sequence
-        advantages = group_advantages(scores - kl_coef * kl.sum(dim=1), config)
-        advantages, returns = sequence_to_tokens(advantages, mask), torch.zeros_like(values)
-    else:
-        rewards = kl_penalized_rewards(scores, kl, kl_coef, mask)  # 5
-        if config.estimator is Estimator.gae:
-            advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)  # 6
-        else:  # REINFORCE++: the return itself, no baseline but the whitening below
-            advantages = reinforce_pp_returns(rewards, mask, config.gamma)
-            returns = torch.zeros_like(values)
-        advantages = WHITENERS[config.whitening.value](advantages, mask)  # 7
+    estimate = ADVANTAGE_ESTIMATORS[config.estimator]  # 5-7
+    advantages, returns = estimate(scores, kl, values, mask, config)
     return Experience(
         sequences=samples.sequences, attention_mask=samples.attention_mask, response_mask=mask,
         old_logprobs=old_logprobs, ref_logprobs=samples.ref_logprobs, values=values,
         advantages=advantages, returns=returns, scores=samples.scores, correct=samples.correct,
         kl=kl, timings=dict(samples.timings),
     )  # fmt: skip
+
+
+def _reward_kl_coef(config: PPOConfig) -> float:
+    """kl_coef where the KL is part of the reward; 0 where the update adds it to the loss."""
+    return config.kl_coef if config.kl_placement is KLPlacement.reward else 0.0
+
+
+def _gae_advantages(
+    scores, kl, values, mask, config: PPOConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReFT's PPO: steps 5 (rewards), 6 (GAE with the critic's values) and 7 (whitening)."""
+    rewards = kl_penalized_rewards(scores, kl, _reward_kl_coef(config), mask)  # 5
+    advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)  # 6
+    return WHITENERS[config.whitening.value](advantages, mask), returns  # 7
+
+
+def _reinforce_pp_advantages(scores, kl, values, mask, config: PPOConfig):
+    """REINFORCE++: the discounted return itself, no baseline but the whitening; no critic."""
+    rewards = kl_penalized_rewards(scores, kl, _reward_kl_coef(config), mask)
+    advantages = reinforce_pp_returns(rewards, mask, config.gamma)
+    return WHITENERS[config.whitening.value](advantages, mask), torch.zeros_like(values)
+
+
+def _group_token_advantages(scores, kl, values, mask, config: PPOConfig):
+    """GRPO / Dr. GRPO / RLOO: one advantage per sequence (its score minus kl_coef x its summed KL,
+    against its prompt's other samples) given to each of its tokens; no whitening, no critic."""
+    advantages = group_advantages(scores - _reward_kl_coef(config) * kl.sum(dim=1), config)
+    return sequence_to_tokens(advantages, mask), torch.zeros_like(values)
+
+
+AdvantageEstimator = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, PPOConfig],
+    tuple[torch.Tensor, torch.Tensor],
+]
+"""(scores [N], kl [N, T], values [N, T], response mask [N, T], config) -> (advantages, returns),
+both [N, T]; returns are zeros where no critic is trained."""
+
+ADVANTAGE_ESTIMATORS: dict[Estimator, AdvantageEstimator] = {
+    Estimator.gae: _gae_advantages,
+    Estimator.reinforce_pp: _reinforce_pp_advantages,
+    Estimator.grpo: _group_token_advantages,
+    Estimator.dr_grpo: _group_token_advantages,
+    Estimator.rloo: _group_token_advantages,
+}
+"""Steps 5-7 per `config.estimator`."""
 
 
 def group_advantages(scores: torch.Tensor, config: PPOConfig) -> torch.Tensor:

@@ -4,7 +4,6 @@
   lenient), normalise numbers and option letters, and rebuild a P-CoT program from a completion.
 - `compare`: is an extracted answer correct for its answer kind (numeric within 1e-2, letters).
 - `execute`: run untrusted programs in sandboxed worker processes (`ProgramPool`).
-
 - `rewards`: the one outcome reward built on these (1 / partial / 0) and the batch grading API.
 - `grader`: `Grader`, that reward bound to a task, with its program pool kept alive.
 - `checkers`, `audit`: other answer checkers and `reft grade --audit`.

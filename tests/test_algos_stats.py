@@ -11,6 +11,7 @@ from reft.algos.stats import (
     approx_kl_k3,
     clip_fraction,
     explained_variance,
+    explained_variance_over_processes,
     value_clip_fraction,
 )
 
@@ -94,3 +95,40 @@ def test_stats_carry_no_gradient():
     mask = torch.ones(2, 3, dtype=torch.bool)
     for value in (approx_kl_k1(logprobs, old, mask), approx_kl_k3(logprobs, old, mask)):
         assert value.dim() == 0 and not value.requires_grad
+
+
+def test_explained_variance_over_processes_pools_every_process_tokens():
+    """Two processes' shards (different lengths and masks) pooled through the five sums equal the
+    plain loop over all their response tokens, and `explained_variance` of the concatenation."""
+    generator = torch.Generator().manual_seed(3)
+    shards = []
+    for rows, length in ((3, 5), (2, 5)):
+        values = torch.randn(rows, length, generator=generator, dtype=F64)
+        returns = values + 0.5 * torch.randn(rows, length, generator=generator, dtype=F64)
+        mask = torch.rand(rows, length, generator=generator) > 0.3
+        shards.append((values, returns, mask))
+    per_process = []
+    for values, returns, mask in shards:  # each process's sums, as the all-reduce would see them
+        explained_variance_over_processes(
+            values, returns, mask, lambda s: per_process.append(s) or s
+        )
+    total = torch.stack(per_process).sum(dim=0)
+    pooled = [explained_variance_over_processes(v, r, m, lambda _s: total) for v, r, m in shards]
+    r = [float(ret[b][t]) for v, ret, m in shards for b in range(m.shape[0])
+         for t in range(m.shape[1]) if m[b][t]]  # fmt: skip
+    e = [float(ret[b][t] - v[b][t]) for v, ret, m in shards for b in range(m.shape[0])
+         for t in range(m.shape[1]) if m[b][t]]  # fmt: skip
+
+    def var(x):
+        return sum(xi * xi for xi in x) / len(x) - (sum(x) / len(x)) ** 2
+
+    assert pooled[0] == pooled[1]
+    assert pooled[0] == pytest.approx(1 - var(e) / var(r), abs=1e-12)
+    concatenated = [torch.cat(parts) for parts in zip(*shards, strict=True)]
+    assert pooled[0] == pytest.approx(explained_variance(*concatenated).item(), abs=1e-12)
+    one = shards[0]
+    alone = explained_variance_over_processes(*one, lambda s: s)
+    assert alone == pytest.approx(explained_variance(*one).item(), abs=1e-12)
+    constant = torch.ones(2, 3, dtype=F64)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    assert math.isnan(explained_variance_over_processes(constant, constant, mask, lambda s: s))

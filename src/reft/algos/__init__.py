@@ -44,6 +44,7 @@ from reft.algos.stats import (
     approx_kl_k3,
     clip_fraction,
     explained_variance,
+    explained_variance_over_processes,
     value_clip_fraction,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "dr_grpo_advantages",
     "entropy_from_logits",
     "explained_variance",
+    "explained_variance_over_processes",
     "gae",
     "group_mean_std",
     "grpo_advantages",

@@ -6,6 +6,8 @@ decides when to pay for `.item()` (a host sync) or to all-reduce them first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from reft.algos.kl import kl_k1, kl_k3
@@ -91,3 +93,31 @@ def explained_variance(
     var_residual = masked_var(returns - values, mask, unbiased=False)
     ratio = 1.0 - var_residual / var_returns
     return torch.where(var_returns > 0, ratio, torch.full_like(ratio, float("nan")))
+
+
+def explained_variance_over_processes(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    sum_over_processes: Callable[[torch.Tensor], torch.Tensor],
+) -> float:
+    """`explained_variance` over the response tokens of every process, from five float64 sums.
+
+    Shapes: (B, T) values, returns and mask on each process; `sum_over_processes` sums a (5,)
+    float64 tensor over the processes (an all-reduce; the identity with one process). Population
+    variances from the pooled count, sum and sum of squares of the returns and of the residuals
+    returns - values, as `explained_variance` computes them on the concatenation. NaN when the
+    pooled returns have zero variance.
+
+    Plain loop: `r = [returns[b][t] for every process, b, t if mask[b][t]]`, `e` likewise for
+    `returns - values`; `1 - var(e) / var(r)` with `var(x) = mean(x^2) - mean(x)^2`.
+    """
+    mask = mask.bool()
+    kept_returns = returns[mask].double()
+    residual = kept_returns - values[mask].double()
+    sums = torch.stack([mask.sum().double(), kept_returns.sum(), kept_returns.square().sum(),
+                        residual.sum(), residual.square().sum()])  # fmt: skip
+    count, r, r2, e, e2 = sum_over_processes(sums).tolist()
+    var_returns = r2 / count - (r / count) ** 2
+    var_residual = e2 / count - (e / count) ** 2
+    return 1.0 - var_residual / var_returns if var_returns > 0 else float("nan")

@@ -42,6 +42,7 @@ from reft.algos import (
     approx_kl_k3,
     clip_fraction,
     explained_variance,
+    explained_variance_over_processes,
     masked_mean,
     ppo_policy_loss,
     token_sum_constant,
@@ -122,19 +123,16 @@ class PPOUpdate:
         self.by_tokens = config.loss_aggregation is LossAggregation.token_mean
         self.train_policy = True
         """False during critic_warmup_steps: the policy loss is left out of the backward."""
+        self._given_forward: PolicyValueOutput | None = None
+        """Set by `fused`: epoch 1's forward of all rows, taken by the first micro-batch instead of
+        running its own (see `_forward_of`)."""
         self.local_mini = config.mini_batch_size // run.num_processes
         if config.mini_batch_size % run.num_processes:
             raise ValueError(f"mini_batch_size {config.mini_batch_size} does not split over "
                              f"{run.num_processes} processes")  # fmt: skip
 
-    def __call__(
-        self, experience: Experience, step: int, first_forward: PolicyValueOutput | None = None
-    ) -> dict[str, float]:
-        """Update on `experience`; returns the mean losses and diagnostics over all mini-batches.
-
-        `first_forward` (from `fused`): the forward with grad of all rows in epoch 1's order;
-        epoch 1's only micro-batch uses it instead of running its own.
-        """
+    def __call__(self, experience: Experience, step: int) -> dict[str, float]:
+        """Update on `experience`; returns the mean losses and diagnostics over all mini-batches."""
         rows = experience.sequences.shape[0]
         self.train_policy = step >= self.config.critic_warmup_steps
         totals: dict[str, float] = {}
@@ -142,8 +140,7 @@ class PPOUpdate:
         for order in self._orders(rows, step):
             for start in range(0, rows, self.local_mini):
                 minibatch = order[start : start + self.local_mini]
-                stats = self._minibatch(experience, minibatch, first_forward)
-                first_forward = None
+                stats = self._minibatch(experience, minibatch)
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + value
                 updates += 1
@@ -164,7 +161,8 @@ class PPOUpdate:
             samples, out.logprobs.detach()[back], out.values.detach()[back], self.config
         )
         experience.timings["fused_forward"] = forward_seconds
-        return experience, self(experience, step, first_forward=out)
+        self._given_forward = out
+        return experience, self(experience, step)
 
     def _orders(self, rows: int, step: int) -> list[torch.Tensor]:
         """The row order of each PPO epoch at `step` (a fresh shuffle per epoch, seeded by step)."""
@@ -181,16 +179,24 @@ class PPOUpdate:
                 buckets=self.config.length_buckets,
             )  # fmt: skip
 
-    def _minibatch(
-        self, experience: Experience, rows: torch.Tensor, forward: PolicyValueOutput | None
-    ) -> dict[str, float]:
-        """One optimizer step on `rows`; `forward`, if given, is their (single micro-batch's) forward."""
+    def _forward_of(self, experience: Experience, rows: torch.Tensor) -> PolicyValueOutput:
+        """The update forward of `rows`: the one `fused` gave (once, for epoch 1's only micro-batch,
+        which holds every row in that order), else a fresh one."""
+        given, self._given_forward = self._given_forward, None
+        if given is not None:
+            assert given.logprobs.shape[0] == len(rows), "a given forward covers one micro-batch"
+            return given
+        return self._forward(
+            experience.sequences[rows], experience.attention_mask[rows], experience.response_length
+        )
+
+    def _minibatch(self, experience: Experience, rows: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on `rows`."""
         run, config = self.run, self.config
         micro = [
             rows[i : i + config.micro_batch_size]
             for i in range(0, len(rows), config.micro_batch_size)
         ]
-        assert forward is None or len(micro) == 1, "a given forward covers one micro-batch"
         mask = experience.response_mask
         mini_size = self._global_mini_size(mask, rows) / run.num_processes
         stats: dict[str, float] = {}
@@ -199,10 +205,7 @@ class PPOUpdate:
             # gradient all-reduce averages), so the sum is the mini-batch's aggregate.
             weight = (float(mask[chunk].sum()) if self.by_tokens else float(len(chunk))) / mini_size
             with run.micro_batch(last=index == len(micro) - 1):
-                out = forward if forward is not None else self._forward(
-                    experience.sequences[chunk], experience.attention_mask[chunk],
-                    experience.response_length,
-                )  # fmt: skip
+                out = self._forward_of(experience, chunk)
                 chunk_stats = self._loss_and_backward(experience, chunk, out, weight)
             for key, value in chunk_stats.items():
                 stats[key] = stats.get(key, 0.0) + value * weight
@@ -265,7 +268,8 @@ class PPOStep:
         self.run, self.config, self.examples = run, config, examples
         self.reference, self.backend, self.grader = reference, backend, grader
         self.update = PPOUpdate(run, config)
-        self.fused = fuses_first_forward(config, run.num_processes)
+        fused = fuses_first_forward(config, run.num_processes)
+        self._collect_and_update = self._fused_steps if fused else self._separate_steps
 
     def __call__(self, step: int) -> dict[str, float]:
         run, config = self.run, self.config
@@ -289,26 +293,32 @@ class PPOStep:
         metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
         return metrics
 
-    def _collect_and_update(
+    def _fused_steps(
         self, local: list, seed: int, step: int
     ) -> tuple[Experience, dict[str, float]]:
-        """Steps 1-8 on this process's prompts; the experience's timings get "update" added."""
+        """Steps 1-8 with no separate policy+value forward in step 3: epoch 1's update forward gives
+        the old log-probs and values (see `fuses_first_forward`), so steps 4-7 run inside the update."""
+        samples = collect_samples(
+            local, reference=self.reference, backend=self.backend, tokenizer=self.run.tokenizer,
+            grader=self.grader, config=self.config, seed=seed,
+        )  # fmt: skip
+        started = time.perf_counter()
+        experience, losses = self.update.fused(samples, step)
+        experience.timings["update"] = time.perf_counter() - started
+        return experience, losses
+
+    def _separate_steps(
+        self, local: list, seed: int, step: int
+    ) -> tuple[Experience, dict[str, float]]:
+        """Steps 1-7 with their own no-grad policy+value forward, then the update (step 8)."""
         run = self.run
-        sources = {"reference": self.reference, "backend": self.backend, "tokenizer": run.tokenizer,
-                   "grader": self.grader, "config": self.config, "seed": seed}  # fmt: skip
-        if self.fused:
-            # No separate policy+value forward in step 3: epoch 1's update forward gives the old
-            # log-probs and values (see `fuses_first_forward`), so steps 4-7 run inside the update.
-            samples = collect_samples(local, **sources)
-            started = time.perf_counter()
-            experience, losses = self.update.fused(samples, step)
-        else:
-            actor_critic = run.accelerator.unwrap_model(run.model)
-            experience = collect_experience(
-                local, actor_critic=actor_critic, autocast=run.accelerator.autocast, **sources
-            )
-            started = time.perf_counter()
-            losses = self.update(experience, step)
+        experience = collect_experience(
+            local, actor_critic=run.accelerator.unwrap_model(run.model), reference=self.reference,
+            backend=self.backend, tokenizer=run.tokenizer, grader=self.grader, config=self.config,
+            seed=seed, autocast=run.accelerator.autocast,
+        )  # fmt: skip
+        started = time.perf_counter()
+        losses = self.update(experience, step)
         experience.timings["update"] = time.perf_counter() - started
         return experience, losses
 
@@ -323,18 +333,14 @@ class PPOStep:
 
     def _explained_variance(self, experience: Experience) -> float:
         """1 - Var[returns - values] / Var[returns] over the response tokens of ALL processes."""
-        if self.run.num_processes == 1:
+        run = self.run
+        if run.num_processes == 1:
             mask = experience.response_mask
             return explained_variance(experience.values, experience.returns, mask).item()
-        mask = experience.response_mask.bool()
-        returns = experience.returns[mask].double()
-        residual = returns - experience.values[mask].double()
-        sums = torch.stack([mask.sum().double(), returns.sum(), returns.square().sum(),
-                            residual.sum(), residual.square().sum()])  # fmt: skip
-        count, r, r2, e, e2 = self.run.accelerator.reduce(sums.to(self.run.device), "sum").tolist()
-        var_returns = r2 / count - (r / count) ** 2
-        var_residual = e2 / count - (e / count) ** 2
-        return 1.0 - var_residual / var_returns if var_returns > 0 else float("nan")
+        return explained_variance_over_processes(
+            experience.values, experience.returns, experience.response_mask,
+            lambda sums: run.accelerator.reduce(sums.to(run.device), "sum"),
+        )  # fmt: skip
 
     def _sum_over_processes(self, value: torch.Tensor) -> float:
         value = value.to(device=self.run.device, dtype=torch.float64)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reft.answers.execute import DEFAULT_TIMEOUT_S
+from reft.answers.rewards import DEFAULT_PARTIAL_REWARD
 from reft.config import check_ranges
 from reft.data.example import CotKind
 from reft.generation.config import SamplingConfig
@@ -28,15 +30,15 @@ class InferenceConfig:
     """Weights dtype: float32, bfloat16 or float16."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto."""
-    max_new_tokens: int = 256
+    max_new_tokens: int = SamplingConfig.max_new_tokens
     """Longest generated solution (the reference samples up to 700 tokens for 7B models)."""
     batch_size: int = 64
     """Sequences decoded together."""
     strict: bool = True
     """N-CoT extraction: strict (the paper's trigger, the training reward's rule) or lenient."""
-    partial_reward: float = 0.1
+    partial_reward: float = DEFAULT_PARTIAL_REWARD
     """Reward recorded for an extracted but wrong answer (0 disables)."""
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     """Per-program time limit for P-CoT execution (the reference's 10 s)."""
 
     def __post_init__(self) -> None:
@@ -47,7 +49,7 @@ class InferenceConfig:
                 f"model={self.model}: a preset is an untrained architecture that only the training "
                 "commands build; give a checkpoint directory or a Hugging Face model"
             )
-        check_ranges(self, {"limit": ">= 0", "timeout_s": "> 0"})
+        check_ranges(self, {"limit": ">= 0", "timeout_s": "> 0", "partial_reward": "in [0, 1]"})
 
 
 @dataclass
@@ -60,11 +62,11 @@ class SampleConfig(InferenceConfig):
     """True: sample with temperature/top_k/top_p; False: greedy (then num_samples must be 1)."""
     num_samples: int = 1
     """Completions per question (K)."""
-    temperature: float = 1.0
+    temperature: float = SamplingConfig.temperature
     """Sampling temperature, > 0 (the reference's RL sampling: 1.0); greedy is do_sample=false."""
-    top_k: int = 0
+    top_k: int = SamplingConfig.top_k
     """Top-k filter; 0 = off (the reference's RL sampling)."""
-    top_p: float = 1.0
+    top_p: float = SamplingConfig.top_p
     """Nucleus filter; 1 = off (the reference's RL sampling)."""
 
     def sampling(self) -> SamplingConfig:
@@ -88,11 +90,11 @@ class EvalConfig(InferenceConfig):
     """Directory for results.json, the per-question predictions and config.yaml."""
     k: int = 0
     """Samples per question for voting@K and pass@K (0: greedy top-1 only)."""
-    temperature: float = 1.0
+    temperature: float = SamplingConfig.temperature
     """Temperature of the K samples."""
-    top_k: int = 0
+    top_k: int = SamplingConfig.top_k
     """Top-k filter of the K samples (0 = off)."""
-    top_p: float = 1.0
+    top_p: float = SamplingConfig.top_p
     """Nucleus filter of the K samples (1 = off)."""
     rerank: str | None = None
     """Reward model (a `reft rm train` checkpoint) that reranks the K samples: adds rerank@K

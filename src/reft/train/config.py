@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from reft.answers.execute import DEFAULT_TIMEOUT_S
+from reft.answers.rewards import DEFAULT_PARTIAL_REWARD
 from reft.config import check_ranges
 from reft.data.example import CotKind
 from reft.data.tokenize import OverlengthPolicy
-from reft.generation.config import SAMPLING_RANGES
+from reft.generation.config import SAMPLING_RANGES, SamplingConfig
 from reft.models.presets import PRESET_PREFIX, check_preset
 
 
@@ -326,15 +328,15 @@ class PPOConfig(TrainConfig):
     """Advantage whitening: global (all processes), local or none."""
     loss_aggregation: LossAggregation = LossAggregation.seq_mean_token_mean
     """seq_mean_token_mean (the reference) or token_mean."""
-    partial_reward: float = 0.1
+    partial_reward: float = DEFAULT_PARTIAL_REWARD
     """Reward of an extracted but wrong answer (reference: 0.1; 0 = ablation)."""
-    temperature: float = 1.0
+    temperature: float = SamplingConfig.temperature
     """Rollout sampling temperature (reference: 1)."""
-    top_k: int = 0
+    top_k: int = SamplingConfig.top_k
     """Rollout top-k (0 = off, the reference)."""
-    top_p: float = 1.0
+    top_p: float = SamplingConfig.top_p
     """Rollout nucleus threshold (1 = off, the reference)."""
-    max_new_tokens: int = 256
+    max_new_tokens: int = SamplingConfig.max_new_tokens
     """Longest rollout response (reference: 700 for GSM8K-size problems)."""
     rollout_batch_size: int = 64
     """Sequences decoded together during rollouts."""
@@ -342,7 +344,7 @@ class PPOConfig(TrainConfig):
     """Rollout sampler: reft (own decode loop), hf (model.generate) or vllm (vllm extra, GPU)."""
     vllm_gpu_memory_utilization: float = 0.3
     """rollout_backend=vllm: fraction of the GPU memory the vLLM engine may take (weights + KV cache)."""
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     """Per-program time limit when grading P-CoT rollouts."""
     epochs: float = 10.0
     """Passes over the training questions (rollout steps = epochs x questions / batch_size)."""
@@ -384,7 +386,7 @@ PPO_RANGES = {
     "kl_coef": ">= 0", "gamma": "in [0, 1]", "lam": "in [0, 1]", "clip_range": "> 0",
     "clip_range_value": "> 0", "vf_coef": ">= 0", "critic_warmup_steps": ">= 0",
     "rollout_batch_size": ">= 1", "vllm_gpu_memory_utilization": "in (0, 1]", "timeout_s": "> 0",
-    "length_buckets": ">= 1",
+    "length_buckets": ">= 1", "partial_reward": "in [0, 1]",
 }  # fmt: skip
 """Accepted range of each numeric PPOConfig field of its own (rollout sampling: SAMPLING_RANGES)."""
 
@@ -410,17 +412,17 @@ class SelfSampledConfig(TrainConfig):
     num_samples: int = 100
     """Solutions sampled per question before training (reference: 100); online self-training samples
     during training instead (samples_per_prompt)."""
-    temperature: float = 1.0
+    temperature: float = SamplingConfig.temperature
     """Sampling temperature (reference: 1)."""
-    top_k: int = 0
+    top_k: int = SamplingConfig.top_k
     """Sampling top-k (0 = off, the reference)."""
-    top_p: float = 1.0
+    top_p: float = SamplingConfig.top_p
     """Sampling nucleus threshold (1 = off, the reference)."""
-    max_new_tokens: int = 256
+    max_new_tokens: int = SamplingConfig.max_new_tokens
     """Longest sampled solution (reference: 700 tokens for GSM8K-size problems)."""
     sample_batch_size: int = 64
     """Sequences decoded together while sampling."""
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     """Per-program time limit when grading P-CoT samples (reference: 10 s)."""
 
     def __post_init__(self) -> None:

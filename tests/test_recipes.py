@@ -49,3 +49,22 @@ SYNTH_SCHEMAS = {
 def test_synth_recipes_load(recipe):
     assert recipe.stem in SYNTH_SCHEMAS, f"add {recipe.name} to SYNTH_SCHEMAS"
     load_config(SYNTH_SCHEMAS[recipe.stem], recipe)
+
+
+@pytest.mark.parametrize("recipe", sorted((CONFIGS / "paper").glob("*.yaml")), ids=lambda p: p.stem)
+def test_paper_recipes_name_only_what_differs_from_the_defaults(recipe):
+    """A value equal to the default would be a second source for it: leave it to the dataclass."""
+    import dataclasses
+    from enum import Enum
+
+    import yaml
+
+    schema = PPOConfig if recipe.stem.endswith("_reft") else SFTConfig
+    defaults = {f.name: f.default for f in dataclasses.fields(schema)}
+    repeated = []
+    for key, value in yaml.safe_load(recipe.read_text()).items():
+        default = defaults.get(key, dataclasses.MISSING)
+        default = default.value if isinstance(default, Enum) else default
+        if value == default and not isinstance(value, str | type(None)):
+            repeated.append(key)
+    assert repeated == []

@@ -70,11 +70,9 @@ class SampleConfig(InferenceConfig):
     """Nucleus filter; 1 = off (the reference's RL sampling)."""
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(
-            do_sample=self.do_sample, temperature=self.temperature, top_k=self.top_k,
-            top_p=self.top_p, max_new_tokens=self.max_new_tokens,
-            num_samples=self.num_samples, batch_size=self.batch_size,
-        )  # fmt: skip
+        return SamplingConfig.of(
+            self, num_samples=self.num_samples, batch_size=self.batch_size, do_sample=self.do_sample
+        )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,10 +104,7 @@ class EvalConfig(InferenceConfig):
         )
 
     def k_sampling(self) -> SamplingConfig:
-        return SamplingConfig(
-            do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-            max_new_tokens=self.max_new_tokens, num_samples=self.k, batch_size=self.batch_size,
-        )  # fmt: skip
+        return SamplingConfig.of(self, num_samples=self.k, batch_size=self.batch_size)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from reft.config import check_ranges
 
@@ -47,6 +48,19 @@ class SamplingConfig:
     """Sequences decoded together (prompts x samples): a prompt's K samples may span two batches."""
     engine: GenerationEngine = GenerationEngine.reft
     """reft: our decode loop (fastest, plain full-attention decoders); hf: model.generate."""
+
+    @classmethod
+    def of(
+        cls, settings: Any, *, num_samples: int, batch_size: int, do_sample: bool = True
+    ) -> SamplingConfig:
+        """The sampling a command's config describes: its temperature, top_k, top_p and
+        max_new_tokens (declared there with this class's defaults), with the command's own K and
+        batch size."""
+        return cls(
+            do_sample=do_sample, temperature=settings.temperature, top_k=settings.top_k,
+            top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, num_samples=num_samples,
+            batch_size=batch_size,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_ranges(self, {**SAMPLING_RANGES, "num_samples": ">= 1", "batch_size": ">= 1"})

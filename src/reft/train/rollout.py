@@ -99,11 +99,9 @@ class Experience:
 
 def sampling_config(config: PPOConfig) -> SamplingConfig:
     """The rollout sampling settings (reference: temperature 1, top_k 0, top_p 1)."""
-    return SamplingConfig(
-        do_sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens, num_samples=config.samples_per_prompt,
-        batch_size=config.rollout_batch_size,
-    )  # fmt: skip
+    return SamplingConfig.of(
+        config, num_samples=config.samples_per_prompt, batch_size=config.rollout_batch_size
+    )
 
 
 def make_rollout_backend(

@@ -38,11 +38,7 @@ def first_unique(texts: Sequence[str], limit: int = 0) -> list[int]:
 
 def sampling_settings(config: SelfSampledConfig, num_samples: int) -> SamplingConfig:
     """The sampling settings of a self-sampling trainer (reference: temperature 1, no top-k/top-p)."""
-    return SamplingConfig(
-        do_sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens, num_samples=num_samples,
-        batch_size=config.sample_batch_size,
-    )  # fmt: skip
+    return SamplingConfig.of(config, num_samples=num_samples, batch_size=config.sample_batch_size)
 
 
 def sample_training_solutions(

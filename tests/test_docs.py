@@ -216,3 +216,15 @@ def test_schedules_and_engines_are_ones_the_libraries_know():
 
     assert {s.value for s in Schedule} <= {s.value for s in SchedulerType}
     assert {e.value for e in GenerationEngine} | {"vllm"} == {b.value for b in RolloutBackendKind}
+
+
+def test_demo_help_shows_the_shipped_recipe(capsys):
+    """`reft demo --help` shows what a plain `reft demo` runs (1,000 training questions, 150 PPO
+    steps), not the dataclass defaults under the recipe (4,000 questions)."""
+    from reft import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'train_size': 1000" in text and "'max_steps': 150" in text
+    assert "'train_size': 4000" not in text

@@ -214,12 +214,15 @@ def _default_of(f: dataclasses.Field) -> Any:
     return None if f.default is dataclasses.MISSING else f.default
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, schema: type, shipped: dict[str, Any] | None = None
+) -> None:
     """Give a stage's parser `--config FILE.yaml`, a `--field VALUE` flag per top-level field, and
     positional `key=value` overrides (dotted keys reach nested fields).
 
     Flags and overrides are the same thing spelled two ways; both go through OmegaConf's checks.
-    A boolean flag given alone (`--resume`) means true.
+    A boolean flag given alone (`--resume`) means true. `shipped`: the values a command layers
+    under the user's (its shipped recipe), shown in --help instead of the dataclass defaults.
     """
     parser.add_argument(
         "--config",
@@ -234,10 +237,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, schema: type) -> None:
     docs = field_docs(schema)
     hints = get_type_hints(schema)
     for f in dataclasses.fields(schema):
-        default = _default_of(f)
+        default = shipped[f.name] if shipped and f.name in shipped else _default_of(f)
         shown = default.value if isinstance(default, Enum) else default
         flag = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
-        help_text = f"{docs.get(f.name, '')} (default: {shown!r})"
+        label = "shipped recipe" if shipped and f.name in shipped else "default"
+        help_text = f"{docs.get(f.name, '')} ({label}: {shown!r})"
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f"{_FLAG_PREFIX}{f.name}",

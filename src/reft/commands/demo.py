@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from reft.config import add_config_arguments, config_from_args
+from reft.config import add_config_arguments, config_from_args, config_to_dict, load_config
 from reft.demo.config import DemoConfig
 
 
@@ -17,8 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="the paper's experiment at laptop scale, with a report (results.json, report.md, plots)",
     )
-    add_config_arguments(parser, DemoConfig)
+    # --help shows the shipped recipe's values, which a plain `reft demo` runs (not the dataclass's).
+    add_config_arguments(parser, DemoConfig, shipped=config_to_dict(shipped_recipe()))
     parser.set_defaults(handler=run)
+
+
+def shipped_recipe() -> DemoConfig:
+    """The configuration a plain `reft demo` runs: the dataclass under the shipped recipe."""
+    return load_config(DemoConfig, DemoConfig().recipe_files(), [])
 
 
 def run(args: argparse.Namespace) -> int:

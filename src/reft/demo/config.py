@@ -16,6 +16,8 @@ from reft.data.synthetic import SynthConfig
 from reft.models.presets import check_preset
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+STUDIES = ("", "ablations", "warmup")
+"""`DemoConfig.study` values: the main comparison, then the paper's analyses (reft.demo.studies)."""
 """Where the shipped recipes live (`default.yaml`, and `quick.yaml` layered on it by --quick)."""
 
 
@@ -97,9 +99,19 @@ class DemoConfig:
     """`reft rm train` settings (the reranker, trained on samples of the SFT baseline)."""
     eval: dict[str, Any] = field(default_factory=dict)
     """`reft eval` settings for the test-split evaluation of every method."""
+    study: str = ""
+    """One of the paper's analyses instead of the main comparison, on the same stages and runner:
+    `ablations` (ReFT variants from one warm-up) or `warmup` (ReFT from warm-ups of several
+    lengths, beside the SFT baseline). Empty: the main comparison."""
+    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """--study ablations: ReFT variants by name, each `reft train` settings layered on `reft`."""
+    warmup_epochs: list[int] = field(default_factory=list)
+    """--study warmup: warm-up lengths in epochs (the warm-up's `stop_epochs`) ReFT starts from."""
 
     def __post_init__(self) -> None:
         check_preset("model", self.model)  # before the demo writes its corpus
+        if self.study not in STUDIES:
+            raise ValueError(f"study={self.study!r}: expected one of {', '.join(STUDIES[1:])}")
 
     def seed_list(self) -> list[int]:
         """The seeds as integers ("0,1,2" -> [0, 1, 2])."""

@@ -85,3 +85,61 @@ def _save(figure: Any, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+STUDY_PANELS = (("dev_accuracy", "dev accuracy", "PPO step"),
+                ("dev_by_tokens", "dev accuracy", "generated tokens"),
+                ("kl", "KL to the reference (nats)", "PPO step"),
+                ("value_loss", "value loss", "PPO step"),
+                ("explained_variance", "explained variance", "PPO step"),
+                ("response_length", "response length (tokens)", "PPO step"))  # fmt: skip
+"""The study figure's panels: (curve key, y label, x label)."""
+
+
+def plot_study(results: dict[str, Any], path: Path) -> Path:
+    """A study's PPO variants (first seed): dev accuracy per step and per generated token, KL,
+    value loss, explained variance and response length."""
+    from reft.demo.studies import variant_label
+
+    curves = results["curves"][results["seeds"][0]]
+    variants = [v for v in results["variants"] if "kl" in curves.get(v, {})]
+    figure, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for axis, (key, ylabel, xlabel) in zip(axes.flat, STUDY_PANELS, strict=True):
+        for variant in variants:
+            points = curves[variant].get(key, [])
+            if points:
+                axis.plot(*zip(*points, strict=True), label=variant_label(variant), alpha=0.85)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(f"reft demo --study {results['study']} (seed {results['seeds'][0]})")
+    return _save(figure, path)
+
+
+def plot_warmup_study(results: dict[str, Any], path: Path) -> Path:
+    """Dev accuracy against epochs over the training questions since the base: each warm-up then
+    the ReFT run started from it, beside the SFT baseline continuing the shipped warm-up."""
+    from reft.demo.studies import variant_label
+
+    curves = results["curves"][results["seeds"][0]]
+    shipped = results["config"]["warmup"].get("stop_epochs", 0)
+    train_size = results["config"]["task"]["train_size"]
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for epochs in results["config"]["warmup_epochs"]:
+        reft = curves.get(f"reft_e{epochs}", {})
+        per_step = reft.get("questions_per_step", 0) / train_size
+        points = [(epochs + step * per_step, acc) for step, acc in reft.get("dev_accuracy", [])]
+        if points:
+            axis.plot(
+                *zip(*points, strict=True), marker=".", label=variant_label(f"reft_e{epochs}")
+            )
+    sft = [(shipped + epoch, acc) for epoch, acc in curves.get("sft", {}).get("dev_by_epoch", [])]
+    if sft:
+        axis.plot(*zip(*sft, strict=True), color="black", marker=".", label="SFT baseline")
+    axis.set_xlabel("epochs over the training questions since the base (warm-up + method)")
+    axis.set_ylabel("dev accuracy (greedy)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("When does ReFT surpass SFT? (first seed)")
+    return _save(figure, path)

@@ -43,7 +43,7 @@ def seed_results(seed_dir: Path, k: int) -> dict[str, dict[str, float]]:
     """{method: {top1, voting, rerank, pass}} for one seed (the warm-up has top1 only)."""
     methods: dict[str, dict[str, float]] = {}
     for method in ("warmup", *METHODS):
-        metrics = _eval_metrics(seed_dir / "eval" / method)
+        metrics = eval_metrics(seed_dir / "eval" / method)
         row = {"top1": metrics["top1"]}
         if method != "warmup":
             row |= {"voting": metrics[f"voting@{k}"], "rerank": metrics[f"rerank@{k}"],
@@ -61,7 +61,7 @@ def seed_generalisation(seed_dir: Path) -> dict[str, dict[str, float]]:
     """
     table: dict[str, dict[str, float]] = {}
     for method in ("warmup", *METHODS):
-        row = {split: _eval_metrics(seed_dir / folder / method)["top1"]
+        row = {split: eval_metrics(seed_dir / folder / method)["top1"]
                for split, folder in GENERALISATION_SPLITS.items()
                if (seed_dir / folder / method / "results.json").exists()}  # fmt: skip
         if "train" in row and "test" in row:
@@ -74,7 +74,9 @@ def seed_reward_model(seed_dir: Path) -> dict[str, float]:
     """The reward model's last dev record: AUC, rerank@K and the oracle (pass@K) on its dev samples,
     which tell whether reranking can beat voting at this scale."""
     dev = [
-        r for r in _records(seed_dir / "reward_model" / "metrics.jsonl") if r.get("split") == "dev"
+        r
+        for r in metric_records(seed_dir / "reward_model" / "metrics.jsonl")
+        if r.get("split") == "dev"
     ]
     keys = ("auc", "rerank", "oracle", "positive_rate")
     # A metric is None when the dev samples hold one class only (tiny runs): left out.
@@ -87,7 +89,7 @@ def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:
     seconds = {name: _stage_seconds(seed_dir, name) for name in ("warmup", *METHODS)}
     budgets = {}
     for method in ("warmup", *METHODS):
-        records = _records(seed_dir / method / "metrics.jsonl")
+        records = metric_records(seed_dir / method / "metrics.jsonl")
         steps = max((int(r["step"]) for r in records), default=0)  # the last dev record is the end
         train = [r for r in records if r.get("split") == "train" and r.get("step")]
         epochs = steps * train[-1]["epoch"] / train[-1]["step"] if train else 0.0
@@ -114,7 +116,7 @@ def dev_curves(seed_dir: Path) -> dict[str, list[tuple[float, float]]]:
     for method in ("warmup", *METHODS):
         dev = [
             (record["time"], record["accuracy"])
-            for record in _records(seed_dir / method / "metrics.jsonl")
+            for record in metric_records(seed_dir / method / "metrics.jsonl")
             if record.get("split") == "dev" and "accuracy" in record
         ]
         if not dev:
@@ -173,7 +175,7 @@ def build_results(
         "budget_seconds": budget_seconds,
         "budgets": {str(seed): budgets[seed] for seed in seeds},
         "base": _base_record(out_dir),
-        "machine": _machine(),
+        "machine": machine_record(),
         "config": config,
     }
 
@@ -302,7 +304,7 @@ def _percent(mean: float, std: float, several: bool) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if several else f"{100 * mean:.1f}"
 
 
-def _eval_metrics(eval_dir: Path) -> dict[str, Any]:
+def eval_metrics(eval_dir: Path) -> dict[str, Any]:
     return json.loads((eval_dir / "results.json").read_text())["metrics"]
 
 
@@ -311,11 +313,11 @@ def _stage_seconds(seed_dir: Path, name: str) -> float:
     return json.loads(marker.read_text())["record"]["seconds"] if marker.exists() else math.nan
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
+def metric_records(path: Path) -> list[dict[str, Any]]:
     return read_metrics(path) if path.exists() else []  # a stage that never logged
 
 
-def _machine() -> dict[str, Any]:
+def machine_record() -> dict[str, Any]:
     import os
 
     import torch

@@ -17,6 +17,7 @@ from reft.demo.data import synth_knobs, write_synth_files
 from reft.demo.report import build_results, results_table, write_report
 from reft.demo.runner import StageRunner, done_marker
 from reft.demo.stages import plan_stages
+from reft.demo.studies import build_study_results, plan_study, study_table, write_study_report
 from reft.files import check_output_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -38,24 +39,54 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
     data_dir = write_task(config, out_dir / "data")
     command = command or shlex.join(["reft", "demo", *sys.argv[2:]])
     base = build_base(config, out_dir)
-    for seed in seeds:
-        seed_dir = out_dir / f"seed_{seed}"
-        stages = plan_stages(config, seed, seed_dir, data_dir, base.start)
-        seed_dir.mkdir(parents=True, exist_ok=True)
-        (seed_dir / "commands.sh").write_text(
-            "#!/usr/bin/env bash\n# The stages of this seed, in dependency order (the base is shared "
-            "by every seed and cached).\nset -e\n"
-            + "\n".join([*base.command_lines(), *(stage.command_line() for stage in stages)]) + "\n"
-        )  # fmt: skip
-        print(f"seed {seed}: {len(stages)} stages, {config.workers} at a time -> {seed_dir}")
-        # One thread per stage on any machine: the same command gives the same numbers everywhere.
-        StageRunner(stages, seed_dir / "logs", config.workers, label=f"[seed {seed}] ",
-                    threads=1).run()  # fmt: skip
+    planned = {seed: run_seed(config, seed, out_dir, data_dir, base) for seed in seeds}
+    if config.study:
+        return finish_study(config, planned, out_dir, command)
     results = build_results(config_to_dict(config), seeds, out_dir, config.k)
     write_json_atomic(out_dir / "results.json", results)
     figures = write_figures(results, out_dir, seeds)
     write_report(results, out_dir, figures, command)
     print("\n" + results_table(results))
+    print(f"\nresults: {out_dir / 'results.json'}; report: {out_dir / 'report.md'}")
+    return results
+
+
+def run_seed(config: DemoConfig, seed: int, out_dir: Path, data_dir: Path, base: BasePlan):
+    """Plan one seed's stages (the comparison's, or the study's), write commands.sh, run them;
+    returns (stages, the study's variants or None)."""
+    seed_dir = out_dir / f"seed_{seed}"
+    variants = None
+    if config.study:
+        stages, variants = plan_study(config, seed, seed_dir, data_dir, base.start)
+    else:
+        stages = plan_stages(config, seed, seed_dir, data_dir, base.start)
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    (seed_dir / "commands.sh").write_text(
+        "#!/usr/bin/env bash\n# The stages of this seed, in dependency order (the base is shared "
+        "by every seed and cached).\nset -e\n"
+        + "\n".join([*base.command_lines(), *(stage.command_line() for stage in stages)]) + "\n"
+    )  # fmt: skip
+    print(f"seed {seed}: {len(stages)} stages, {config.workers} at a time -> {seed_dir}")
+    # One thread per stage on any machine: the same command gives the same numbers everywhere.
+    StageRunner(stages, seed_dir / "logs", config.workers, label=f"[seed {seed}] ",
+                threads=1).run()  # fmt: skip
+    return stages, variants
+
+
+def finish_study(config: DemoConfig, planned: dict, out_dir: Path, command: str) -> dict[str, Any]:
+    """A study's results.json, figures and report.md."""
+    from reft.demo.plots import plot_study, plot_warmup_study
+
+    stages = {seed: seed_stages for seed, (seed_stages, _) in planned.items()}
+    variants = next(iter(planned.values()))[1]
+    results = build_study_results(config_to_dict(config), config.study, variants, stages, out_dir,
+                                  config.k)  # fmt: skip
+    write_json_atomic(out_dir / "results.json", results)
+    figures = [plot_study(results, out_dir / f"{config.study}_training.png")]
+    if config.study == "warmup":
+        figures.append(plot_warmup_study(results, out_dir / "warmup_dev_accuracy.png"))
+    write_study_report(results, out_dir, figures, command)
+    print("\n" + study_table(results))
     print(f"\nresults: {out_dir / 'results.json'}; report: {out_dir / 'report.md'}")
     return results
 

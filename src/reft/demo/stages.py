@@ -48,25 +48,46 @@ class Stage:
         return " ".join(["reft", *(_quote(arg) for arg in self.argv)])
 
 
+def stage_data(config: DemoConfig, seed: int, data_dir: Path) -> dict[str, Any]:
+    """The settings every training stage of a seed shares: its data, CoT kind and seed."""
+    return {"train_data": str(data_dir / "train.json"), "dev_data": str(data_dir / "dev.json"),
+            "cot": config.cot.value, "seed": seed}  # fmt: skip
+
+
+def training_stage(config: DemoConfig, seed_dir: Path, data: dict[str, Any], name: str,
+                   command: list[str], defaults: dict[str, Any], section: dict[str, Any],
+                   needs: tuple[str, ...], starts_from: str | None) -> Stage:  # fmt: skip
+    """A training stage: `data`, the common settings, the stage's `defaults` then its recipe
+    `section` (later ones win), writing to seed_dir/name."""
+    out_dir = seed_dir / name
+    settings = {**data, **config.common, **defaults, **section, "out_dir": str(out_dir)}
+    return Stage(name, [*command, *as_overrides(settings)], out_dir, needs,
+                 starts_from=starts_from, settings=settings)  # fmt: skip
+
+
+def test_eval_stage(config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path, method: str,
+                    ranking: dict[str, Any], needs: tuple[str, ...]) -> Stage:  # fmt: skip
+    """`eval_<method>` on the test split at the method's evaluation checkpoint; `ranking` adds K
+    samples (and a reranker)."""
+    settings = {"dataset": str(data_dir / "test.json"), "cot": config.cot.value, "seed": seed,
+                **config.eval, **ranking, "model": str(eval_checkpoint(seed_dir, method)),
+                "out_dir": str(seed_dir / "eval" / method)}  # fmt: skip
+    return Stage(f"eval_{method}", ["eval", *as_overrides(settings)], seed_dir / "eval" / method,
+                 needs, trains=False, settings=settings)  # fmt: skip
+
+
 def plan_stages(
     config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path, start: str | None = None
 ) -> list[Stage]:
     """Every stage of one seed's comparison, in an order that respects `needs`; the warm-up starts
     from `start` (the shared base's checkpoint; default: `config.model`)."""
-    data = {
-        "train_data": str(data_dir / "train.json"),
-        "dev_data": str(data_dir / "dev.json"),
-        "cot": config.cot.value,
-        "seed": seed,
-    }
+    data = stage_data(config, seed, data_dir)
     warmup_ckpt = str(seed_dir / "warmup" / "final")
 
     def training(name: str, command: list[str], defaults: dict[str, Any], section: dict[str, Any],
                  needs: tuple[str, ...], starts_from: str | None) -> Stage:  # fmt: skip
-        out_dir = seed_dir / name
-        settings = {**data, **config.common, **defaults, **section, "out_dir": str(out_dir)}
-        return Stage(name, [*command, *as_overrides(settings)], out_dir, needs,
-                     starts_from=starts_from, settings=settings)  # fmt: skip
+        return training_stage(config, seed_dir, data, name, command, defaults, section, needs,
+                              starts_from)  # fmt: skip
 
     from_warmup = {"model": warmup_ckpt}
     stages = [
@@ -83,17 +104,12 @@ def plan_stages(
                   "sample_model": str(seed_dir / "sft" / "best")},
                  config.reward_model, ("sft",), None),
     ]  # fmt: skip
-    test = {"dataset": str(data_dir / "test.json"), "cot": config.cot.value, "seed": seed}
     for method in ("warmup", *METHODS):
-        checkpoint = _eval_checkpoint(seed_dir, method)
         ranking = {} if method == "warmup" else {
             "k": config.k, "rerank": str(seed_dir / "reward_model" / "best")
         }  # fmt: skip
-        settings = {**test, **config.eval, **ranking, "model": str(checkpoint),
-                    "out_dir": str(seed_dir / "eval" / method)}  # fmt: skip
         needs = (method,) if method == "warmup" else (method, "reward_model")
-        stages.append(Stage(f"eval_{method}", ["eval", *as_overrides(settings)],
-                            seed_dir / "eval" / method, needs, trains=False, settings=settings))  # fmt: skip
+        stages.append(test_eval_stage(config, seed, seed_dir, data_dir, method, ranking, needs))
     # Greedy evals for the generalisation table, listed last: the test evals run first when both wait.
     for method in ("warmup", *METHODS):
         stages += _generalisation_evals(config, seed, seed_dir, data_dir, method)
@@ -120,9 +136,9 @@ def _quote(arg: str) -> str:
     return arg if safe else "'" + arg.replace("'", "'\\''") + "'"
 
 
-def _eval_checkpoint(seed_dir: Path, method: str) -> Path:
-    """The checkpoint a method is evaluated at: its best dev checkpoint (the warm-up's last)."""
-    return seed_dir / method / ("final" if method == "warmup" else "best")
+def eval_checkpoint(seed_dir: Path, method: str) -> Path:
+    """The checkpoint a method is evaluated at: its best dev checkpoint (a warm-up's last)."""
+    return seed_dir / method / ("final" if method.startswith("warmup") else "best")
 
 
 def _generalisation_evals(
@@ -136,7 +152,7 @@ def _generalisation_evals(
     """
     greedy = {key: value for key, value in config.eval.items() if key not in ("k", "rerank")}
     common = {"cot": config.cot.value, "seed": seed, **greedy, "k": 0,
-              "model": str(_eval_checkpoint(seed_dir, method))}  # fmt: skip
+              "model": str(eval_checkpoint(seed_dir, method))}  # fmt: skip
     splits = {
         "evaltrain": ("eval_train", {"dataset": str(data_dir / "train.json"),
                                      "limit": config.task.train_eval_size}),

@@ -10,7 +10,7 @@ import pytest
 
 from reft.config import load_config
 from reft.demo.config import DemoConfig
-from reft.demo.studies import plan_study, study_table, variant_label
+from reft.demo.studies import epoch_at, plan_study, study_table, variant_label
 
 
 def study_config(study: str, quick: bool = False, overrides: tuple[str, ...] = ()) -> DemoConfig:
@@ -70,6 +70,14 @@ def test_study_table_rows():
     assert table[2] == "| ReFT (shipped) | 50.0 ± 1.0 | 60.0 ± 2.0 | 45.0 | 45.0 | 1.50 |"
     assert table[3] == "| ReFT from the 4-epoch warm-up | 25.0 ± 0.0 | – | – | – | – |"
     assert variant_label("warmup_e2") == "warm-up, 2 epochs"
+
+
+def test_sft_dev_points_between_logged_steps_get_interpolated_epochs():
+    logged = [(1, 0.125), (5, 0.625), (10, 1.25)]  # 8 steps per epoch, logged every 5 steps
+    assert epoch_at(8, logged) == pytest.approx(1.0)  # a dev evaluation between two logged steps
+    assert epoch_at(10, logged) == pytest.approx(1.25)
+    assert epoch_at(16, logged) == pytest.approx(2.0)  # after the last logged step: its rate
+    assert epoch_at(0, logged) == 0.0 and epoch_at(3, []) == 0.0
 
 
 @pytest.mark.slow

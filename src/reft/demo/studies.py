@@ -84,6 +84,23 @@ def variant_row(seed_dir: Path, variant: str, k: int) -> dict[str, float]:
     return row
 
 
+def epoch_at(step: int, logged: list[tuple[int, float]]) -> float:
+    """The epoch at `step`, interpolated from the (step, epoch) pairs an SFT run logs every few
+    steps (dev evaluations fall between them); 0 before the first, the last rate after the last."""
+    if not logged:
+        return 0.0
+    previous = (0, 0.0)
+    for point in logged:
+        if point[0] >= step:
+            break
+        previous = point
+    else:
+        last_step, last_epoch = logged[-1]
+        return last_epoch * step / last_step if last_step else last_epoch
+    (low_step, low_epoch), (high_step, high_epoch) = previous, point
+    return low_epoch + (high_epoch - low_epoch) * (step - low_step) / (high_step - low_step)
+
+
 def variant_curves(stage: Stage) -> dict[str, Any]:
     """A variant's curves from its metrics.jsonl: dev accuracy per step and per generated token
     (PPO stages), per epoch (SFT stages), and the per-step training metrics."""
@@ -92,8 +109,8 @@ def variant_curves(stage: Stage) -> dict[str, Any]:
     dev = [(r["step"], r["accuracy"]) for r in records if r.get("split") == "dev"]
     curves: dict[str, Any] = {"dev_accuracy": dev}
     if stage.argv[0] == "sft":
-        epoch_of = {r["step"]: r["epoch"] for r in train if "epoch" in r}
-        curves["dev_by_epoch"] = [(epoch_of.get(step, 0.0), acc) for step, acc in dev]
+        logged = [(r["step"], r["epoch"]) for r in train if "epoch" in r]
+        curves["dev_by_epoch"] = [(epoch_at(step, logged), acc) for step, acc in dev]
         return curves
     rollouts = int(stage.settings.get("batch_size", 1)) * int(
         stage.settings.get("samples_per_prompt", 1)

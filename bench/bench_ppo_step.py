@@ -72,6 +72,7 @@ from reft.data.example import CotKind
 from reft.data.prompts import render_generation_prompt, render_prompt, render_target
 from reft.data.synthetic import SynthConfig, generate_examples
 from reft.data.tokenize import encode_prompt
+from reft.generation.config import SamplingSettings
 from reft.models.load import load_causal_lm, load_tokenizer
 from reft.models.presets import init_tiny_checkpoint
 from reft.models.value import VALUE_MODELS, FrozenReference
@@ -137,8 +138,9 @@ class Ours:
             model=str(init_dir), dev_data=None,
             out_dir=str(root / f"ppo_epochs{ppo_epochs}{'' if fused else '_unfused'}"),
             batch_size=PROMPTS, mini_batch_size=PROMPTS, micro_batch_size=PROMPTS,
-            samples_per_prompt=1, ppo_epochs=ppo_epochs, max_new_tokens=NEW_TOKENS,
-            kl_coef=KL_COEF, lr=LR, max_steps=total_steps, log_every=10**9,
+            samples_per_prompt=1, ppo_epochs=ppo_epochs,
+            sampling=SamplingSettings(max_new_tokens=NEW_TOKENS), kl_coef=KL_COEF, lr=LR,
+            max_steps=total_steps, log_every=10**9,
         )  # fmt: skip
         run = TrainingRun(config, stage="reft")
         policy = load_causal_lm(str(init_dir), dtype="float32", device=str(run.device))

@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar
 
 import pytest
 import yaml
 
+from reft.answers.grader import GradingSettings
 from reft.config import (
     ConfigError,
     add_config_arguments,
@@ -21,6 +23,9 @@ from reft.config import (
     save_run_config,
 )
 from reft.data.synthetic import SynthConfig
+from reft.evaluate.config import EvalConfig, SampleConfig
+from reft.generation.config import SamplingSettings
+from reft.train.config import PPOConfig, RewardModelConfig, SelfTrainConfig
 
 
 class Mode(str, Enum):
@@ -144,7 +149,11 @@ def test_field_docs_are_read_from_attribute_docstrings():
     assert "mode = 'fast'" in describe_config(Stage)
 
 
-@pytest.mark.parametrize("schema", [SynthConfig])
+@pytest.mark.parametrize(
+    "schema",
+    [SynthConfig, PPOConfig, SelfTrainConfig, RewardModelConfig, SampleConfig, EvalConfig,
+     SamplingSettings, GradingSettings],
+)  # fmt: skip
 def test_every_stage_field_has_a_docstring(schema):
     missing = {f.name for f in dataclasses.fields(schema)} - set(field_docs(schema))
     assert not missing, f"{schema.__name__} fields without a docstring: {sorted(missing)}"
@@ -165,3 +174,68 @@ def test_flags_and_overrides_are_the_same_thing(tmp_path):
     assert _parse(["--resume", "false", "gen.temperature=0.2"]) == Stage(gen=Inner(0.2))
     with pytest.raises(ConfigError, match=r"key 'steps'.*expected int"):
         _parse(["--steps", "many"])
+
+
+@dataclass
+class AliasedStage(Stage):
+    ALIASES: ClassVar[dict[str, str]] = {"temperature": "gen.temperature"}
+
+
+def test_an_alias_is_its_nested_key_in_files_overrides_and_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("temperature: 0.3\nsteps: 2\n")
+    expected = AliasedStage(steps=2, gen=Inner(0.3))
+    assert load_config(AliasedStage, recipe) == expected
+    assert load_config(AliasedStage, None, ["steps=2", "temperature=0.3"]) == expected
+    assert load_config(AliasedStage, None, ["steps=2", "gen.temperature=0.3"]) == expected
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, AliasedStage)
+    args = parser.parse_args(["--temperature", "0.3", "--steps", "2"])
+    assert config_from_args(AliasedStage, args) == expected
+    assert "gen.temperature = 1.0 (alias temperature)" in describe_config(AliasedStage)
+
+
+def test_a_file_giving_a_setting_under_both_names_is_refused(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("temperature: 0.3\ngen:\n  temperature: 0.5\n")
+    with pytest.raises(
+        ConfigError, match=r"r.yaml: 'temperature' and 'gen.temperature' are the same"
+    ):
+        load_config(AliasedStage, recipe)
+
+
+def test_unknown_key_lists_the_aliases_too():
+    with pytest.raises(ConfigError, match=r"Accepted keys: lr, .*\(and the aliases temperature\)"):
+        load_config(AliasedStage, None, ["temprature=1"])
+
+
+@pytest.mark.parametrize(
+    ("schema", "required", "batch_alias"),
+    [(PPOConfig, [], "rollout_batch_size"), (SelfTrainConfig, ["sample_model=runs/w"], "sample_batch_size"),
+     (EvalConfig, ["model=m"], "batch_size"), (SampleConfig, ["model=m"], "batch_size")],
+)  # fmt: skip
+def test_every_sampling_command_takes_the_shared_sections_by_either_name(
+    schema, required, batch_alias
+):
+    flat = load_config(schema, None, [*required, "temperature=0.7", "top_k=5", "top_p=0.9",
+                                      "max_new_tokens=9", f"{batch_alias}=3", "partial_reward=0",
+                                      "timeout_s=2"])  # fmt: skip
+    assert flat.sampling == SamplingSettings(temperature=0.7, top_k=5, top_p=0.9, max_new_tokens=9,
+                                             batch_size=3)  # fmt: skip
+    assert flat.grading == GradingSettings(partial_reward=0.0, timeout_s=2.0)
+    nested = load_config(schema, None, [*required, "sampling.temperature=0.7", "sampling.top_k=5",
+                                        "sampling.top_p=0.9", "sampling.max_new_tokens=9",
+                                        "sampling.batch_size=3", "grading.partial_reward=0",
+                                        "grading.timeout_s=2"])  # fmt: skip
+    assert nested == flat
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("temperature=0", "temperature=0.0: must be > 0"), ("top_p=0", "top_p=0.0: must be in \\(0, 1\\]"),
+     ("partial_reward=1.5", "partial_reward=1.5: must be in \\[0, 1\\]"),
+     ("timeout_s=0", "timeout_s=0.0: must be > 0"), ("rollout_batch_size=0", "batch_size=0: must be >= 1")],
+)  # fmt: skip
+def test_section_ranges_are_checked_when_the_config_is_built(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(PPOConfig, None, [override])

@@ -18,7 +18,7 @@ from reft.data.collate import pad_sft_batch
 from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.tokenize import IGNORE_INDEX, tokenize_sft
 from reft.generation.backends import LocalBackend
-from reft.generation.config import GenerationEngine
+from reft.generation.config import GenerationEngine, SamplingSettings
 from reft.models.presets import build_tiny_model
 from reft.models.value import VALUE_MODELS, FrozenReference
 from reft.train.config import PPOConfig, Whitening
@@ -103,8 +103,8 @@ def _policy_that_stops_early(tokenizer):
 
 def test_rollout_keeps_the_eos_in_masks_and_rewards_and_the_padding_out(tokenizer):
     config = PPOConfig(
-        batch_size=2, mini_batch_size=2, micro_batch_size=2, top_k=1, max_new_tokens=STEPS,
-        kl_coef=0.0, lam=1.0, whitening=Whitening.none,
+        batch_size=2, mini_batch_size=2, micro_batch_size=2,
+        sampling=SamplingSettings(top_k=1, max_new_tokens=STEPS), kl_coef=0.0, lam=1.0, whitening=Whitening.none,
     )  # fmt: skip  # top_k=1: argmax sampling; lam=1, no KL, no whitening: return = score up to it
     policy = _policy_that_stops_early(tokenizer)
     grader = FixedGrader()

@@ -61,8 +61,19 @@ def test_paper_recipes_name_only_what_differs_from_the_defaults(recipe):
 
     schema = PPOConfig if recipe.stem.endswith("_reft") else SFTConfig
     defaults = {f.name: f.default for f in dataclasses.fields(schema)}
-    repeated = []
+    for section in (
+        f for f in dataclasses.fields(schema) if f.default_factory is not dataclasses.MISSING
+    ):
+        defaults |= {
+            f"{section.name}.{f.name}": f.default
+            for f in dataclasses.fields(section.default_factory)
+        }
+    settings = {}
     for key, value in yaml.safe_load(recipe.read_text()).items():
+        inner = value.items() if isinstance(value, dict) else ()
+        settings |= {f"{key}.{name}": item for name, item in inner} if inner else {key: value}
+    repeated = []
+    for key, value in settings.items():
         default = defaults.get(key, dataclasses.MISSING)
         default = default.value if isinstance(default, Enum) else default
         if value == default and not isinstance(value, str | type(None)):

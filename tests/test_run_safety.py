@@ -296,6 +296,28 @@ def test_a_longer_run_is_allowed_under_a_constant_schedule():
     assert check_resume(saved, {**saved, "max_steps": 8}, "ckpt") == {"max_steps": (4, 8)}
 
 
+def test_a_checkpoint_saved_with_flat_sampling_keys_resumes_into_the_sections():
+    """A config saved before the sampling / grading sections existed names their settings flat:
+    they are compared with the sections' settings one by one."""
+    from reft.config import nest_aliases
+    from reft.train.config import PPOConfig
+
+    current = config_to_dict(PPOConfig())
+    old = {key: value for key, value in current.items() if key not in ("sampling", "grading")}
+    old |= {
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "max_new_tokens": 256,
+        "rollout_batch_size": 64,
+        "timeout_s": 10.0,
+    }  # an old version: partial_reward not saved
+    assert check_resume(nest_aliases(PPOConfig, old, "ckpt"), current, "ckpt") == {}
+    with pytest.raises(ConfigError, match=r"sampling.temperature 1.0 -> 0.5"):
+        changed = {**current, "sampling": {**current["sampling"], "temperature": 0.5}}
+        check_resume(nest_aliases(PPOConfig, old, "ckpt"), changed, "ckpt")
+
+
 def test_resume_with_a_changed_lr_is_refused_and_an_allowed_change_is_recorded(tmp_path, capsys):
     out = tmp_path / "sft"
     assert _sft(out, "max_steps=2", "dev_data=null") == 0

@@ -6,8 +6,9 @@ each. A run's config is resolved in this order, later wins:
     dataclass defaults  <  --config FILE.yaml (repeatable)  <  key=value / dotted.key=value overrides
 
 OmegaConf's structured configs do the parsing, the type checks and the merging; this module only turns
-their errors into messages that name the key and what it accepts, reads the field docstrings for
-`--help`, and writes the resolved config next to a stage's outputs.
+their errors into messages that name the key and what it accepts, resolves a schema's aliases (its
+`ALIASES`: a flat name such as `temperature` for a nested key such as `sampling.temperature`), reads
+the field docstrings for `--help`, and writes the resolved config next to a stage's outputs.
 """
 
 from __future__ import annotations
@@ -78,16 +79,51 @@ def load_config(
     if isinstance(config_files, (str, Path)):
         config_files = [config_files]
     for config_file in config_files or []:
-        merged = _merge(schema, merged, _read_yaml(Path(config_file)), source=str(config_file))
+        loaded = resolve_aliases(schema, _read_yaml(Path(config_file)), str(config_file))
+        merged = _merge(schema, merged, loaded, source=str(config_file))
     if overrides:
         bad = [item for item in overrides if "=" not in item]
         if bad:
             raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-        merged = _merge(schema, merged, OmegaConf.from_dotlist(list(overrides)), source="overrides")
+        aliases = aliases_of(schema)
+        dotlist = [aliases.get(key, key) + "=" + value
+                   for key, _, value in (item.partition("=") for item in overrides)]  # fmt: skip
+        merged = _merge(schema, merged, OmegaConf.from_dotlist(dotlist), source="overrides")
     try:
         return OmegaConf.to_object(merged)  # runs the dataclass's __post_init__ checks
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{schema.__name__}: {error}") from error
+
+
+def aliases_of(schema: type) -> dict[str, str]:
+    """{flat alias: the dotted key it stands for} of a config schema (its `ALIASES` class
+    attribute; none by default): `temperature=0.7` is then `sampling.temperature=0.7`."""
+    return dict(getattr(schema, "ALIASES", {}))
+
+
+def resolve_aliases(schema: type, loaded: Any, source: str) -> Any:
+    """A config file's mapping with each alias key moved to the nested key it stands for;
+    ConfigError when a file gives a setting under both names."""
+    if not any(alias in loaded for alias in aliases_of(schema)):
+        return loaded
+    return OmegaConf.create(nest_aliases(schema, OmegaConf.to_container(loaded), source))
+
+
+def nest_aliases(schema: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    """A plain config dict with each alias key moved to the nested key it stands for (a file, or
+    a config saved by a reft version before the key moved into its section)."""
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for alias, dotted in aliases_of(schema).items():
+        if alias not in data:
+            continue
+        section, _, name = dotted.partition(".")
+        nested = data.setdefault(section, {})
+        if not isinstance(nested, dict):
+            raise ConfigError(f"{source}: key '{section}' must be a mapping of its settings")
+        if name in nested:
+            raise ConfigError(f"{source}: '{alias}' and '{dotted}' are the same setting: give one")
+        nested[name] = data.pop(alias)
+    return data
 
 
 def save_config(config: Any, path: str | Path) -> Path:
@@ -137,6 +173,8 @@ def _merge(schema: type, base: Any, update: Any, source: str) -> Any:
         key = error.full_key or "?"
         parent = _schema_at(schema, key.rsplit(".", 1)[0] if "." in key else "")
         accepted = ", ".join(f.name for f in dataclasses.fields(parent)) if parent else "?"
+        if parent is schema and aliases_of(schema):
+            accepted += " (and the aliases " + ", ".join(aliases_of(schema)) + ")"
         raise ConfigError(
             f"{source}: unknown key '{key}' for {schema.__name__}. Accepted keys: {accepted}"
         ) from None
@@ -196,15 +234,47 @@ def field_docs(schema: type) -> dict[str, str]:
 def describe_config(schema: type) -> str:
     """Human-readable list of every field, its default and its docstring (used by `--help`)."""
     lines = [f"{schema.__name__} fields (override with key=value, nested with a.b=value):"]
-    docs = field_docs(schema)
-    for f in dataclasses.fields(schema):
-        default = _default_of(f)
-        if isinstance(default, Enum):
-            default = default.value
-        lines.append(f"  {f.name} = {default!r}")
-        for doc_line in docs.get(f.name, "").splitlines():
+    for option in config_options(schema):
+        default = option.default.value if isinstance(option.default, Enum) else option.default
+        alias = f" (alias {option.name})" if option.name != option.key else ""
+        lines.append(f"  {option.key} = {default!r}{alias}")
+        for doc_line in option.doc.splitlines():
             lines.append(f"      {doc_line}")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigOption:
+    """One setting of a config schema as the command line offers it."""
+
+    key: str
+    """Its dotted key: `lr`, or `sampling.temperature` inside a section."""
+    name: str
+    """What the command line calls it: the key, or its alias for a section's field."""
+    default: Any
+    hint: Any
+    doc: str
+
+
+def config_options(schema: type) -> list[ConfigOption]:
+    """Every top-level field of `schema`, with each section (a dataclass-typed field that aliases
+    point into) given as its fields, under their aliases where they have one."""
+    names = {key: alias for alias, key in aliases_of(schema).items()}
+    sections = {key.partition(".")[0] for key in names}
+    options = []
+    for f in dataclasses.fields(schema):
+        hint = get_type_hints(schema)[f.name]
+        if f.name not in sections:
+            options.append(ConfigOption(f.name, f.name, _default_of(f), hint,
+                                        field_docs(schema).get(f.name, "")))  # fmt: skip
+            continue
+        section = _default_of(f)
+        for inner in dataclasses.fields(hint):
+            key = f"{f.name}.{inner.name}"
+            options.append(ConfigOption(key, names.get(key, key), getattr(section, inner.name),
+                                        get_type_hints(hint)[inner.name],
+                                        field_docs(hint).get(inner.name, "")))  # fmt: skip
+    return options
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -217,8 +287,9 @@ def _default_of(f: dataclasses.Field) -> Any:
 def add_config_arguments(
     parser: argparse.ArgumentParser, schema: type, shipped: dict[str, Any] | None = None
 ) -> None:
-    """Give a stage's parser `--config FILE.yaml`, a `--field VALUE` flag per top-level field, and
-    positional `key=value` overrides (dotted keys reach nested fields).
+    """Give a stage's parser `--config FILE.yaml`, a `--name VALUE` flag per setting (a section's
+    fields under their aliases), and positional `key=value` overrides (dotted keys reach nested
+    fields).
 
     Flags and overrides are the same thing spelled two ways; both go through OmegaConf's checks.
     A boolean flag given alone (`--resume`) means true. `shipped`: the values a command layers
@@ -234,19 +305,18 @@ def add_config_arguments(
     parser.add_argument(
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides"
     )
-    docs = field_docs(schema)
-    hints = get_type_hints(schema)
-    for f in dataclasses.fields(schema):
-        default = shipped[f.name] if shipped and f.name in shipped else _default_of(f)
+    for option in config_options(schema):
+        default = shipped[option.key] if shipped and option.key in shipped else option.default
         shown = default.value if isinstance(default, Enum) else default
-        flag = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
-        label = "shipped recipe" if shipped and f.name in shipped else "default"
-        help_text = f"{docs.get(f.name, '')} ({label}: {shown!r})"
+        flag = {"nargs": "?", "const": "true"} if option.hint is bool else {}
+        label = "shipped recipe" if shipped and option.key in shipped else "default"
+        key = f"{option.key}; " if option.name != option.key else ""
+        help_text = f"{option.doc} ({key}{label}: {shown!r})"
         parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            dest=f"{_FLAG_PREFIX}{f.name}",
+            f"--{option.name.replace('_', '-')}",
+            dest=f"{_FLAG_PREFIX}{option.key}",
             default=None,
-            metavar="true|false" if hints[f.name] is bool else "VALUE",
+            metavar="true|false" if option.hint is bool else "VALUE",
             help=help_text.replace("%", "%%"),  # argparse %-formats help: a bare % breaks it
             **flag,
         )

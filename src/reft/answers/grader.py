@@ -8,10 +8,30 @@ same rule: `answers.rewards.grade_completions` (strict N-CoT extraction or sandb
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from reft.answers.execute import ProgramPool, SandboxConfig
+from reft.answers.execute import DEFAULT_TIMEOUT_S, ProgramPool, SandboxConfig
 from reft.answers.rewards import DEFAULT_PARTIAL_REWARD, GradeResult, grade_completions
+from reft.config import check_ranges
 from reft.data.example import AnswerKind, CotKind
+
+GRADING_ALIASES = {name: f"grading.{name}" for name in ("partial_reward", "timeout_s")}
+"""The flat spellings of a command's `grading` section (`partial_reward=0` is
+`grading.partial_reward=0`)."""
+
+
+@dataclass
+class GradingSettings:
+    """The `grading` section of every command that grades generated solutions: its settings and
+    their defaults, defined once, with their ranges checked when the config is built."""
+
+    partial_reward: float = DEFAULT_PARTIAL_REWARD
+    """Reward of an extracted but wrong answer (the reference: 0.1; 0 disables, the ablation)."""
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    """Per-program time limit when running P-CoT programs (the reference: 10 s)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"partial_reward": "in [0, 1]", "timeout_s": "> 0"})
 
 
 class Grader:
@@ -34,6 +54,15 @@ class Grader:
         self.timeout_s = timeout_s
         self.workers = workers
         self._pool: ProgramPool | None = None
+
+    @classmethod
+    def of(
+        cls, answer_kind: AnswerKind, cot: CotKind, grading: GradingSettings, *, strict: bool = True
+    ) -> Grader:
+        """The grader a command's `grading` section describes (training always extracts strictly,
+        the paper's rule)."""
+        return cls(answer_kind, cot, strict=strict, partial_reward=grading.partial_reward,
+                   timeout_s=grading.timeout_s)  # fmt: skip
 
     def grade(self, completions: Sequence[str], golds: Sequence[str]) -> list[GradeResult]:
         """One GradeResult per completion, in order."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from reft.answers.execute import DEFAULT_TIMEOUT_S
-from reft.answers.rewards import DEFAULT_PARTIAL_REWARD
+from reft.answers.grader import GRADING_ALIASES, GradingSettings
 from reft.config import check_ranges
 from reft.data.example import CotKind
-from reft.generation.config import SamplingConfig
+from reft.generation.config import SAMPLING_ALIASES, SamplingConfig, SamplingSettings
 from reft.models.presets import PRESET_PREFIX
 
 
@@ -30,16 +30,18 @@ class InferenceConfig:
     """Weights dtype: float32, bfloat16 or float16."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto."""
-    max_new_tokens: int = SamplingConfig.max_new_tokens
-    """Longest generated solution (the reference samples up to 700 tokens for 7B models)."""
-    batch_size: int = 64
-    """Sequences decoded together."""
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """How solutions are generated: `max_new_tokens` and `batch_size` (sequences decoded
+    together) for every decode; temperature, top_k and top_p for sampled ones."""
     strict: bool = True
     """N-CoT extraction: strict (the paper's trigger, the training reward's rule) or lenient."""
-    partial_reward: float = DEFAULT_PARTIAL_REWARD
-    """Reward recorded for an extracted but wrong answer (0 disables)."""
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    """Per-program time limit for P-CoT execution (the reference's 10 s)."""
+    grading: GradingSettings = field(default_factory=GradingSettings)
+    """The reward recorded for an extracted but wrong answer, and the P-CoT program time limit."""
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        **SAMPLING_ALIASES, "batch_size": "sampling.batch_size", **GRADING_ALIASES,
+    }  # fmt: skip
+    """Flat spellings of the sections' settings (reft.config.aliases_of)."""
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -49,7 +51,7 @@ class InferenceConfig:
                 f"model={self.model}: a preset is an untrained architecture that only the training "
                 "commands build; give a checkpoint directory or a Hugging Face model"
             )
-        check_ranges(self, {"limit": ">= 0", "timeout_s": "> 0", "partial_reward": "in [0, 1]"})
+        check_ranges(self, {"limit": ">= 0"})
 
 
 @dataclass
@@ -62,21 +64,15 @@ class SampleConfig(InferenceConfig):
     """True: sample with temperature/top_k/top_p; False: greedy (then num_samples must be 1)."""
     num_samples: int = 1
     """Completions per question (K)."""
-    temperature: float = SamplingConfig.temperature
-    """Sampling temperature, > 0 (the reference's RL sampling: 1.0); greedy is do_sample=false."""
-    top_k: int = SamplingConfig.top_k
-    """Top-k filter; 0 = off (the reference's RL sampling)."""
-    top_p: float = SamplingConfig.top_p
-    """Nucleus filter; 1 = off (the reference's RL sampling)."""
 
-    def sampling(self) -> SamplingConfig:
+    def sampling_config(self) -> SamplingConfig:
         return SamplingConfig.of(
-            self, num_samples=self.num_samples, batch_size=self.batch_size, do_sample=self.do_sample
+            self.sampling, num_samples=self.num_samples, do_sample=self.do_sample
         )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.sampling()  # validates the sampling settings
+        self.sampling_config()  # validates do_sample against num_samples
 
 
 @dataclass
@@ -87,24 +83,21 @@ class EvalConfig(InferenceConfig):
     out_dir: str = "runs/eval"
     """Directory for results.json, the per-question predictions and config.yaml."""
     k: int = 0
-    """Samples per question for voting@K and pass@K (0: greedy top-1 only)."""
-    temperature: float = SamplingConfig.temperature
-    """Temperature of the K samples."""
-    top_k: int = SamplingConfig.top_k
-    """Top-k filter of the K samples (0 = off)."""
-    top_p: float = SamplingConfig.top_p
-    """Nucleus filter of the K samples (1 = off)."""
+    """Samples per question for voting@K and pass@K (0: greedy top-1 only), drawn with the
+    sampling section's temperature, top_k and top_p."""
     rerank: str | None = None
     """Reward model (a `reft rm train` checkpoint) that reranks the K samples: adds rerank@K
     (needs k > 0)."""
 
     def greedy_sampling(self) -> SamplingConfig:
         return SamplingConfig(
-            do_sample=False, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size
+            do_sample=False,
+            max_new_tokens=self.sampling.max_new_tokens,
+            batch_size=self.sampling.batch_size,
         )
 
     def k_sampling(self) -> SamplingConfig:
-        return SamplingConfig.of(self, num_samples=self.k, batch_size=self.batch_size)
+        return SamplingConfig.of(self.sampling, num_samples=self.k)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -36,10 +36,7 @@ def load_inference_inputs(config: InferenceConfig) -> tuple[Any, Any, list[Examp
         examples = examples[: config.limit]
     tokenizer = load_tokenizer(config.model)
     model = load_causal_lm(config.model, dtype=config.dtype, device=config.device)
-    grader = Grader(
-        examples[0].answer_kind, config.cot, strict=config.strict,
-        partial_reward=config.partial_reward, timeout_s=config.timeout_s,
-    )  # fmt: skip
+    grader = Grader.of(examples[0].answer_kind, config.cot, config.grading, strict=config.strict)
     return model, tokenizer, examples, grader
 
 
@@ -54,7 +51,7 @@ def run_sample(config: SampleConfig) -> dict[str, float]:
     model, tokenizer, examples, grader = load_inference_inputs(config)
     started = time.time()
     with grader:
-        results = predict(model, tokenizer, examples, config.cot, config.sampling(), grader,
+        results = predict(model, tokenizer, examples, config.cot, config.sampling_config(), grader,
                           seed=config.seed, progress="sample")  # fmt: skip
     write_jsonl(Path(config.out), results)
     save_config(config, Path(config.out).with_suffix(".config.yaml"))
@@ -93,7 +90,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             if config.rerank:  # rerank@K: the reward model's choice among the same K samples
                 scores, picks = rerank_with_model(
                     config.rerank, sampled, config.cot, dtype=config.dtype, device=config.device,
-                    batch_size=config.batch_size,
+                    batch_size=config.sampling.batch_size,
                 )  # fmt: skip
                 write_rerank(out_dir / f"rerank_k{config.k}.jsonl", sampled, scores, picks)
                 metrics[f"rerank@{config.k}"] = rerank_accuracy(sampled, picks)

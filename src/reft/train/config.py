@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar
 
-from reft.answers.execute import DEFAULT_TIMEOUT_S
-from reft.answers.rewards import DEFAULT_PARTIAL_REWARD
+from reft.answers.grader import GRADING_ALIASES, GradingSettings
 from reft.config import check_ranges
 from reft.data.example import CotKind
 from reft.data.tokenize import OverlengthPolicy
-from reft.generation.config import SAMPLING_RANGES, SamplingConfig
+from reft.generation.config import SAMPLING_ALIASES, SamplingSettings
 from reft.models.presets import PRESET_PREFIX, check_preset
 
 
@@ -328,30 +328,27 @@ class PPOConfig(TrainConfig):
     """Advantage whitening: global (all processes), local or none."""
     loss_aggregation: LossAggregation = LossAggregation.seq_mean_token_mean
     """seq_mean_token_mean (the reference) or token_mean."""
-    partial_reward: float = DEFAULT_PARTIAL_REWARD
-    """Reward of an extracted but wrong answer (reference: 0.1; 0 = ablation)."""
-    temperature: float = SamplingConfig.temperature
-    """Rollout sampling temperature (reference: 1)."""
-    top_k: int = SamplingConfig.top_k
-    """Rollout top-k (0 = off, the reference)."""
-    top_p: float = SamplingConfig.top_p
-    """Rollout nucleus threshold (1 = off, the reference)."""
-    max_new_tokens: int = SamplingConfig.max_new_tokens
-    """Longest rollout response (reference: 700 for GSM8K-size problems)."""
-    rollout_batch_size: int = 64
-    """Sequences decoded together during rollouts."""
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """How rollouts are sampled (the reference: temperature 1, no top-k / top-p, up to 700 new
+    tokens); `sampling.batch_size` (alias `rollout_batch_size`): sequences decoded together."""
+    grading: GradingSettings = field(default_factory=GradingSettings)
+    """How rollouts are scored: the partial reward (`partial_reward=0`: the ablation) and the P-CoT
+    program time limit."""
     rollout_backend: RolloutBackendKind = RolloutBackendKind.reft
     """Rollout sampler: reft (own decode loop), hf (model.generate) or vllm (vllm extra, GPU)."""
     vllm_gpu_memory_utilization: float = 0.3
     """rollout_backend=vllm: fraction of the GPU memory the vLLM engine may take (weights + KV cache)."""
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    """Per-program time limit when grading P-CoT rollouts."""
     epochs: float = 10.0
     """Passes over the training questions (rollout steps = epochs x questions / batch_size)."""
 
+    ALIASES: ClassVar[dict[str, str]] = {
+        **SAMPLING_ALIASES, "rollout_batch_size": "sampling.batch_size", **GRADING_ALIASES,
+    }  # fmt: skip
+    """Flat spellings of the sections' settings (reft.config.aliases_of)."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, {**SAMPLING_RANGES, **PPO_RANGES})
+        check_ranges(self, PPO_RANGES)
         rollouts = self.batch_size * self.samples_per_prompt
         if rollouts % self.mini_batch_size:
             raise ValueError(
@@ -385,10 +382,9 @@ PPO_RANGES = {
     "mini_batch_size": ">= 1", "samples_per_prompt": ">= 1", "ppo_epochs": ">= 1",
     "kl_coef": ">= 0", "gamma": "in [0, 1]", "lam": "in [0, 1]", "clip_range": "> 0",
     "clip_range_value": "> 0", "vf_coef": ">= 0", "critic_warmup_steps": ">= 0",
-    "rollout_batch_size": ">= 1", "vllm_gpu_memory_utilization": "in (0, 1]", "timeout_s": "> 0",
-    "length_buckets": ">= 1", "partial_reward": "in [0, 1]",
+    "vllm_gpu_memory_utilization": "in (0, 1]", "length_buckets": ">= 1",
 }  # fmt: skip
-"""Accepted range of each numeric PPOConfig field of its own (rollout sampling: SAMPLING_RANGES)."""
+"""Accepted range of each numeric PPOConfig field of its own (its sections check theirs)."""
 
 
 class SelfTrainMode(str, Enum):
@@ -412,23 +408,21 @@ class SelfSampledConfig(TrainConfig):
     num_samples: int = 100
     """Solutions sampled per question before training (reference: 100); online self-training samples
     during training instead (samples_per_prompt)."""
-    temperature: float = SamplingConfig.temperature
-    """Sampling temperature (reference: 1)."""
-    top_k: int = SamplingConfig.top_k
-    """Sampling top-k (0 = off, the reference)."""
-    top_p: float = SamplingConfig.top_p
-    """Sampling nucleus threshold (1 = off, the reference)."""
-    max_new_tokens: int = SamplingConfig.max_new_tokens
-    """Longest sampled solution (reference: 700 tokens for GSM8K-size problems)."""
-    sample_batch_size: int = 64
-    """Sequences decoded together while sampling."""
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    """Per-program time limit when grading P-CoT samples (reference: 10 s)."""
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """How the solutions are sampled (the reference: temperature 1, no top-k / top-p, up to 700
+    new tokens); `sampling.batch_size` (alias `sample_batch_size`): sequences decoded together."""
+    grading: GradingSettings = field(default_factory=GradingSettings)
+    """How they are graded: correct or not decides what is kept or labelled; the partial reward
+    shows only in the logged mean reward."""
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        **SAMPLING_ALIASES, "sample_batch_size": "sampling.batch_size", **GRADING_ALIASES,
+    }  # fmt: skip
+    """Flat spellings of the sections' settings (reft.config.aliases_of)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, {**SAMPLING_RANGES, "num_samples": ">= 1", "sample_batch_size": ">= 1",
-                            "timeout_s": "> 0"})  # fmt: skip
+        check_ranges(self, {"num_samples": ">= 1"})
 
 
 @dataclass

@@ -37,7 +37,7 @@ from reft.checkpoint import (
     restore_rng_state,
     seed_everything,
 )
-from reft.config import config_to_dict, save_run_config
+from reft.config import config_to_dict, nest_aliases, save_run_config
 from reft.files import check_output_dir, write_text_atomic
 from reft.metrics import MetricsLogger
 from reft.models.lora import (
@@ -409,7 +409,7 @@ class TrainingRun:
 
     def _check_resume_config(self, checkpoint: Checkpoint) -> None:
         """Refuse a resume whose settings would change the computation; record allowed changes."""
-        saved = checkpoint.meta().get("config") or {}
+        saved = nest_aliases(type(self.config), checkpoint.meta().get("config") or {}, "checkpoint")
         changes = check_resume(saved, config_to_dict(self.config), str(checkpoint.path))
         if changes and self.is_main:
             logger.info("resuming with changed settings (they do not change the computation): %s",

@@ -84,7 +84,7 @@ LOSS_AGGREGATIONS: dict[LossAggregation, Callable[[PPOConfig], LossAggregator]] 
     LossAggregation.token_mean: lambda _: LOSS_AGGREGATORS["token_mean"],
     # Dr. GRPO's constant normaliser is the longest possible response.
     LossAggregation.token_sum_constant: lambda config: functools.partial(
-        token_sum_constant, normalizer=config.max_new_tokens
+        token_sum_constant, normalizer=config.sampling.max_new_tokens
     ),
 }
 """`config.loss_aggregation` -> the (per-token loss, mask) -> scalar function it configures."""
@@ -391,8 +391,7 @@ def build_ppo_step(config: PPOConfig) -> tuple[TrainingRun, PPOStep, Grader, lis
         run.num_processes, run.device,
     )  # fmt: skip
     backend.sync_weights(run.policy_weights)
-    grader = Grader(examples[0].answer_kind, config.cot, strict=True,
-                    partial_reward=config.partial_reward, timeout_s=config.timeout_s)  # fmt: skip
+    grader = Grader.of(examples[0].answer_kind, config.cot, config.grading)
     return run, PPOStep(run, config, examples, reference, backend, grader), grader, dev_examples
 
 

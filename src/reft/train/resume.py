@@ -39,15 +39,28 @@ LENGTH = frozenset({"epochs", "max_steps"})
 
 
 def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{key: (saved value, current value)} for every key both configs have and that differs.
+    """{key: (saved value, current value)} for every key both configs have and that differs; a
+    section's settings are compared one by one, under their dotted keys (`sampling.temperature`).
 
     A key only one side has (a config field added or removed by another reft version) is skipped.
     """
+    saved, current = _dotted(saved), _dotted(current)
     return {
         key: (saved[key], current[key])
         for key in saved.keys() & current.keys()
         if saved[key] != current[key]
     }
+
+
+def _dotted(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with each section's settings as `section.name` keys."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat |= {f"{key}.{name}": item for name, item in value.items()}
+        else:
+            flat[key] = value
+    return flat
 
 
 def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:

@@ -99,9 +99,7 @@ class Experience:
 
 def sampling_config(config: PPOConfig) -> SamplingConfig:
     """The rollout sampling settings (reference: temperature 1, top_k 0, top_p 1)."""
-    return SamplingConfig.of(
-        config, num_samples=config.samples_per_prompt, batch_size=config.rollout_batch_size
-    )
+    return SamplingConfig.of(config.sampling, num_samples=config.samples_per_prompt)
 
 
 def make_rollout_backend(
@@ -113,7 +111,7 @@ def make_rollout_backend(
         return VLLMBackend.launch(
             model_path, dtype=str(resolve_dtype(config.dtype)).removeprefix("torch."),
             gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-            max_model_len=config.max_length + config.max_new_tokens,
+            max_model_len=config.max_length + config.sampling.max_new_tokens,
             num_processes=num_processes, process_index=process_index, device=device,
         )  # fmt: skip
     return LocalBackend(policy, GenerationEngine(config.rollout_backend.value))

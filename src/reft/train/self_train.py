@@ -314,7 +314,7 @@ def run_online(config: SelfTrainConfig) -> RunState:
         )
     run.prepare(model, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch,
                 optimizer_steps=total * config.update_epochs)  # fmt: skip
-    grader = Grader(examples[0].answer_kind, config.cot, strict=True, timeout_s=config.timeout_s)
+    grader = Grader.of(examples[0].answer_kind, config.cot, config.grading)
     with grader:
         step = OnlineSelfTrainStep(run, questions, gold, grader)
         return run.train(step, make_dev_evaluator(run, dev_examples))

@@ -38,7 +38,7 @@ def first_unique(texts: Sequence[str], limit: int = 0) -> list[int]:
 
 def sampling_settings(config: SelfSampledConfig, num_samples: int) -> SamplingConfig:
     """The sampling settings of a self-sampling trainer (reference: temperature 1, no top-k/top-p)."""
-    return SamplingConfig.of(config, num_samples=num_samples, batch_size=config.sample_batch_size)
+    return SamplingConfig.of(config.sampling, num_samples=num_samples)
 
 
 def sample_training_solutions(
@@ -48,7 +48,7 @@ def sample_training_solutions(
     source = config.sample_model or config.model
     tokenizer = load_tokenizer(source)
     model = load_causal_lm(source, dtype=config.dtype, device=str(device))
-    grader = Grader(examples[0].answer_kind, config.cot, strict=True, timeout_s=config.timeout_s)
+    grader = Grader.of(examples[0].answer_kind, config.cot, config.grading)
     with grader:
         return predict(
             model, tokenizer, examples, config.cot, sampling_settings(config, config.num_samples),

@@ -183,3 +183,16 @@ def test_killed_run_resumes_with_identical_metrics_and_weights(bandit, tmp_path)
 def test_invalid_ppo_configs_are_rejected(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(PPOConfig, None, overrides)
+
+
+def test_advantage_steps_are_the_configured_functions_looked_up_once():
+    from reft.algos.kl import kl_k1, kl_k3
+    from reft.algos.normalize import masked_whiten
+    from reft.train.rollout import ADVANTAGE_ESTIMATORS, AdvantageSteps
+
+    config = load_config(PPOConfig, None, ["estimator=reinforce_pp", "whitening=local",
+                                           "kl_estimator=k3"])  # fmt: skip
+    steps = AdvantageSteps.of(config)
+    assert (steps.kl, steps.whiten) == (kl_k3, masked_whiten)
+    assert steps.estimate is ADVANTAGE_ESTIMATORS[Estimator.reinforce_pp]
+    assert AdvantageSteps.of(PPOConfig()).kl is kl_k1

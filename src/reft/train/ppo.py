@@ -66,6 +66,7 @@ from reft.train.dev import make_dev_evaluator
 from reft.train.loop import RunState, TrainingRun
 from reft.train.model_setup import load_training_model
 from reft.train.rollout import (
+    AdvantageSteps,
     Experience,
     ReferenceModel,
     Samples,
@@ -120,6 +121,8 @@ class PPOUpdate:
         self.critic = config.estimator.uses_critic
         self.kl_loss = config.kl_placement is KLPlacement.loss
         self.kl_estimator = KL_ESTIMATORS[config.kl_estimator.value]
+        self.advantage_steps = AdvantageSteps.of(config)
+        """Steps 4-7 of every step's experience, resolved here once."""
         self.by_tokens = config.loss_aggregation is LossAggregation.token_mean
         self.train_policy = True
         """False during critic_warmup_steps: the policy loss is left out of the backward."""
@@ -158,7 +161,7 @@ class PPOUpdate:
         forward_seconds = time.perf_counter() - started
         back = torch.argsort(order)
         experience = build_experience(
-            samples, out.logprobs.detach()[back], out.values.detach()[back], self.config
+            samples, out.logprobs.detach()[back], out.values.detach()[back], self.advantage_steps
         )
         experience.timings["fused_forward"] = forward_seconds
         self._given_forward = out
@@ -315,7 +318,7 @@ class PPOStep:
         experience = collect_experience(
             local, actor_critic=run.accelerator.unwrap_model(run.model), reference=self.reference,
             backend=self.backend, tokenizer=run.tokenizer, grader=self.grader, config=self.config,
-            seed=seed, autocast=run.accelerator.autocast,
+            seed=seed, autocast=run.accelerator.autocast, steps=self.update.advantage_steps,
         )  # fmt: skip
         started = time.perf_counter()
         losses = self.update(experience, step)

@@ -19,6 +19,7 @@ wires them and keeps the result in one `Experience`. Sources per detail: docs/im
 `collect_experience` runs all seven. `collect_samples` stops before the policy+value forward of step
 3 (it runs the reference forward only) and `build_experience` does steps 4-7 from given log-probs and
 values: `reft.train.ppo` uses the pair when the first update's forward can stand in for the rollout's.
+`AdvantageSteps` holds steps 4-7 as the config chooses them, looked up once when a trainer is built.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from reft.algos import (
     reinforce_pp_returns,
     sequence_to_tokens,
 )
+from reft.algos.kl import KLFunction
+from reft.algos.normalize import Whitener
 from reft.answers.grader import Grader
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
@@ -153,11 +156,13 @@ def collect_experience(
     config: PPOConfig,
     seed: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    steps: AdvantageSteps | None = None,
 ) -> Experience:
     """Run steps 1-7 for this process's `examples` (its shard of the step's prompts).
 
     `autocast`: the context of the training forwards (mixed precision), so the rollout log-probs are
-    computed in the precision the PPO ratio will compare them with.
+    computed in the precision the PPO ratio will compare them with. `steps`: steps 4-7 as the
+    trainer resolved them (None: resolved from `config` here).
     """
     samples = collect_samples(
         examples, reference=reference, backend=backend, tokenizer=tokenizer, grader=grader,
@@ -170,7 +175,8 @@ def collect_experience(
             buckets=config.length_buckets,
         )  # fmt: skip
     samples.timings["forward"] += time.perf_counter() - started
-    return build_experience(samples, rollout.logprobs, rollout.values, config)
+    steps = steps or AdvantageSteps.of(config)
+    return build_experience(samples, rollout.logprobs, rollout.values, steps)
 
 
 @torch.no_grad()
@@ -211,17 +217,16 @@ def collect_samples(
 
 @torch.no_grad()
 def build_experience(
-    samples: Samples, old_logprobs: torch.Tensor, values: torch.Tensor, config: PPOConfig
+    samples: Samples, old_logprobs: torch.Tensor, values: torch.Tensor, steps: AdvantageSteps
 ) -> Experience:
     """Steps 4-7 from the rollout policy's [N, T] log-probs and values of `samples` (no graph kept).
 
     With global whitening every process must call this at the same point (it all-reduces).
     """
     mask = samples.response_mask
-    kl = KL_ESTIMATORS[config.kl_estimator.value](old_logprobs, samples.ref_logprobs) * mask  # 4
+    kl = steps.kl(old_logprobs, samples.ref_logprobs) * mask  # 4
     scores = samples.scores.to(kl.device)
-    estimate = ADVANTAGE_ESTIMATORS[config.estimator]  # 5-7
-    advantages, returns = estimate(scores, kl, values, mask, config)
+    advantages, returns = steps.estimate(scores, kl, values, mask, steps)  # 5-7
     return Experience(
         sequences=samples.sequences, attention_mask=samples.attention_mask, response_mask=mask,
         old_logprobs=old_logprobs, ref_logprobs=samples.ref_logprobs, values=values,
@@ -236,33 +241,35 @@ def _reward_kl_coef(config: PPOConfig) -> float:
 
 
 def _gae_advantages(
-    scores, kl, values, mask, config: PPOConfig
+    scores, kl, values, mask, steps: AdvantageSteps
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ReFT's PPO: steps 5 (rewards), 6 (GAE with the critic's values) and 7 (whitening)."""
+    config = steps.config
     rewards = kl_penalized_rewards(scores, kl, _reward_kl_coef(config), mask)  # 5
     advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)  # 6
-    return WHITENERS[config.whitening.value](advantages, mask), returns  # 7
+    return steps.whiten(advantages, mask), returns  # 7
 
 
-def _reinforce_pp_advantages(scores, kl, values, mask, config: PPOConfig):
+def _reinforce_pp_advantages(scores, kl, values, mask, steps: AdvantageSteps):
     """REINFORCE++: the discounted return itself, no baseline but the whitening; no critic."""
-    rewards = kl_penalized_rewards(scores, kl, _reward_kl_coef(config), mask)
-    advantages = reinforce_pp_returns(rewards, mask, config.gamma)
-    return WHITENERS[config.whitening.value](advantages, mask), torch.zeros_like(values)
+    rewards = kl_penalized_rewards(scores, kl, _reward_kl_coef(steps.config), mask)
+    advantages = reinforce_pp_returns(rewards, mask, steps.config.gamma)
+    return steps.whiten(advantages, mask), torch.zeros_like(values)
 
 
-def _group_token_advantages(scores, kl, values, mask, config: PPOConfig):
+def _group_token_advantages(scores, kl, values, mask, steps: AdvantageSteps):
     """GRPO / Dr. GRPO / RLOO: one advantage per sequence (its score minus kl_coef x its summed KL,
     against its prompt's other samples) given to each of its tokens; no whitening, no critic."""
+    config = steps.config
     advantages = group_advantages(scores - _reward_kl_coef(config) * kl.sum(dim=1), config)
     return sequence_to_tokens(advantages, mask), torch.zeros_like(values)
 
 
 AdvantageEstimator = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, PPOConfig],
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, "AdvantageSteps"],
     tuple[torch.Tensor, torch.Tensor],
 ]
-"""(scores [N], kl [N, T], values [N, T], response mask [N, T], config) -> (advantages, returns),
+"""(scores [N], kl [N, T], values [N, T], response mask [N, T], steps) -> (advantages, returns),
 both [N, T]; returns are zeros where no critic is trained."""
 
 ADVANTAGE_ESTIMATORS: dict[Estimator, AdvantageEstimator] = {
@@ -273,6 +280,25 @@ ADVANTAGE_ESTIMATORS: dict[Estimator, AdvantageEstimator] = {
     Estimator.rloo: _group_token_advantages,
 }
 """Steps 5-7 per `config.estimator`."""
+
+
+@dataclass(frozen=True)
+class AdvantageSteps:
+    """Steps 4-7 as a PPOConfig chooses them, each function looked up once (`of`), when the
+    trainer is built, instead of on every step."""
+
+    config: PPOConfig
+    kl: KLFunction
+    """Step 4: the per-token KL estimator (`config.kl_estimator`)."""
+    estimate: AdvantageEstimator
+    """Steps 5-7: the advantage estimator (`config.estimator`)."""
+    whiten: Whitener
+    """Step 7 of gae and reinforce_pp: the whitening (`config.whitening`)."""
+
+    @classmethod
+    def of(cls, config: PPOConfig) -> AdvantageSteps:
+        return cls(config, KL_ESTIMATORS[config.kl_estimator.value],
+                   ADVANTAGE_ESTIMATORS[config.estimator], WHITENERS[config.whitening.value])  # fmt: skip
 
 
 def group_advantages(scores: torch.Tensor, config: PPOConfig) -> torch.Tensor:

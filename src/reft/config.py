@@ -261,9 +261,9 @@ def config_options(schema: type) -> list[ConfigOption]:
     point into) given as its fields, under their aliases where they have one."""
     names = {key: alias for alias, key in aliases_of(schema).items()}
     sections = {key.partition(".")[0] for key in names}
-    options = []
+    hints, options = get_type_hints(schema), []
     for f in dataclasses.fields(schema):
-        hint = get_type_hints(schema)[f.name]
+        hint = hints[f.name]
         if f.name not in sections:
             options.append(ConfigOption(f.name, f.name, _default_of(f), hint,
                                         field_docs(schema).get(f.name, "")))  # fmt: skip

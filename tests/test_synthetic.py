@@ -136,6 +136,10 @@ def test_every_family_tells_every_operation_it_supports():
         ({"families": ["pirates"]}, "unknown"),
         ({"distractor_prob": 1.5}, "distractor_prob"),
         ({"max_factor": 1}, "max_factor"),
+        ({"min_steps": 1, "max_steps": 2, "step_weights": [1]}, "step_weights"),
+        ({"min_steps": 1, "max_steps": 2, "step_weights": [0, 0]}, "step_weights"),
+        ({"split_shares": [80, 10]}, "split_shares"),
+        ({"split_shares": [80, 10, 20]}, "split_shares"),
     ],
 )
 def test_invalid_knobs_are_rejected(knobs, message):
@@ -176,3 +180,71 @@ def test_compact_annotations_hold_the_whole_computation_on_one_true_line():
 def test_compact_prob_is_checked():
     with pytest.raises(ValueError, match="compact_prob"):
         SynthConfig(compact_prob=1.5)
+
+
+# The demo's target task: small enough that one-step problems are scarce (about 1,200 signatures).
+SCARCE = {"families": ["shopping", "travel", "work"], "min_steps": 1, "max_steps": 2,
+          "max_start": 20, "max_operand": 9, "max_factor": 4, "max_value": 99,
+          "operations": ["add", "sub", "mul", "div"], "distractor_prob": 0.0}  # fmt: skip
+SIZES = {"train": 1000, "dev": 500, "test": 1000}
+
+
+def _shares(problems, key) -> dict:
+    counts: dict = {}
+    for value in (v for problem in problems for v in key(problem)):
+        counts[value] = counts.get(value, 0) + 1
+    total = sum(counts.values())
+    return {value: count / total for value, count in counts.items()}
+
+
+def _chi_square(a: dict, n_a: int, b: dict, n_b: int) -> float:
+    """Two-sample chi-square statistic of two category distributions (shares, sizes)."""
+    statistic = 0.0
+    for value in set(a) | set(b):
+        pooled = (a.get(value, 0) * n_a + b.get(value, 0) * n_b) / (n_a + n_b)
+        for share, n in ((a.get(value, 0), n_a), (b.get(value, 0), n_b)):
+            statistic += n * (share - pooled) ** 2 / pooled
+    return statistic
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_step_weights_draw_every_split_from_one_distribution(seed):
+    config = SynthConfig(seed=seed, **SCARCE, step_weights=[1, 3], split_shares=[40, 20, 40])
+    splits = {name: generate_problems(config, name, n) for name, n in SIZES.items()}
+    for name, problems in splits.items():
+        one_step = sum(len(p.steps) == 1 for p in problems) / len(problems)
+        # Within 3.5 binomial standard errors of the weights' 25%.
+        assert abs(one_step - 0.25) < 3.5 * (0.25 * 0.75 / len(problems)) ** 0.5, (name, one_step)
+    operations = {
+        name: _shares(ps, lambda p: [s.op for s in p.steps]) for name, ps in splits.items()
+    }
+    steps = {name: sum(len(p.steps) for p in ps) for name, ps in splits.items()}
+    for other in ("dev", "test"):  # 3 degrees of freedom: 16.3 is the 0.1% critical value
+        assert (
+            _chi_square(operations["train"], steps["train"], operations[other], steps[other]) < 16.3
+        )
+
+
+def test_without_step_weights_a_small_split_runs_out_of_short_problems():
+    """The old draw (kept for existing corpora): the test split's 10% hash share holds ~120 distinct
+    one-step problems, so a 1,000-item test split is mostly two-step while train is not."""
+    splits = {name: generate_problems(SynthConfig(**SCARCE), name, n) for name, n in SIZES.items()}
+    one_step = {name: sum(len(p.steps) == 1 for p in ps) / len(ps) for name, ps in splits.items()}
+    assert one_step["test"] < 0.15 < 0.35 < one_step["train"]
+
+
+def test_split_shares_keep_splits_disjoint_and_sized_by_share():
+    config = SynthConfig(**SCARCE, step_weights=[1, 3], split_shares=[40, 20, 40])
+    splits = {name: generate_problems(config, name, n) for name, n in SIZES.items()}
+    signatures = {name: {_signature(p) for p in ps} for name, ps in splits.items()}
+    assert not signatures["train"] & signatures["dev"]
+    assert (
+        not signatures["train"] & signatures["test"] and not signatures["dev"] & signatures["test"]
+    )
+    assert generate_problems(config, "train", 1000) == splits["train"]
+
+
+def test_a_split_that_runs_out_of_one_step_count_is_an_error():
+    config = SynthConfig(**SCARCE, step_weights=[1, 0])  # one-step only: ~120 in the test share
+    with pytest.raises(ValueError, match="test split ran out of distinct 1-step problems"):
+        generate_problems(config, "test", 500)

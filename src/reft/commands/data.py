@@ -15,7 +15,7 @@ from reft.data.errors import DataError
 from reft.data.example import CotKind
 from reft.data.loaders import detect_cot_kind, load_dataset, write_examples
 from reft.data.prompts import render_generation_prompt, render_prompt, render_target
-from reft.data.synthetic import SPLIT_BUCKETS, SynthConfig, generate_examples
+from reft.data.synthetic import SPLITS, SynthConfig, generate_examples
 from reft.files import check_output_file
 
 
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="write the built-in synthetic task in the ReFT JSON format"
     )
     synth.add_argument("--n", type=int, required=True, help="number of problems")
-    synth.add_argument("--split", choices=sorted(SPLIT_BUCKETS), required=True)
+    synth.add_argument("--split", choices=SPLITS, required=True)
     synth.add_argument("--out", type=Path, required=True, help="output .json file")
     synth.add_argument(
         "--cot",

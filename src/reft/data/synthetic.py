@@ -11,6 +11,13 @@ operations appear, and how often an irrelevant "distractor" sentence with a numb
 Splits are disjoint by construction: a problem's split is a hash of its arithmetic signature (family,
 start value, operations and operands), not of its wording, so the test split never holds the same
 computation as a training problem told with other names. The same seed and knobs give the same items.
+
+Every split is drawn from one distribution when `step_weights` is set: each item's number of steps is
+drawn from those weights first, then problems with exactly that many steps are drawn until one is
+new and hashes into the split. Without it a step count is drawn per attempt, so a split whose hash
+share runs out of distinct short problems silently holds longer ones (the old behaviour, kept for
+existing corpora). `split_shares` sizes the hash shares: set them in proportion to the split sizes
+asked for, so every split uses the same fraction of its distinct problems.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ from dataclasses import dataclass, field
 from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.synthetic_stories import FAMILIES, NAMES, Step, StoryFamily
 
-SPLIT_BUCKETS = {"train": range(0, 80), "dev": range(80, 90), "test": range(90, 100)}
-"""A problem's split is sha256(signature) mod 100 falling in these ranges (80 / 10 / 10)."""
+SPLITS = ("train", "dev", "test")
+"""The splits a problem can hash into, in the order of `SynthConfig.split_shares`."""
 DEFAULT_SPLIT_SIZES = {"train": 20000, "dev": 500, "test": 1000}
 """Sizes used by the `synth:SPLIT` dataset spec when no N is given."""
 OPERATIONS = ("add", "sub", "mul", "div", "add_product", "sub_product")
@@ -54,6 +61,14 @@ class SynthConfig:
     """Story families that may appear."""
     distractor_prob: float = 0.3
     """Probability of inserting one irrelevant sentence with a number."""
+    step_weights: list[float] = field(default_factory=list)
+    """Relative weight of each step count min_steps..max_steps, drawn per item before its problem,
+    so every split holds the same distribution of steps (empty: a step count per attempt, which lets
+    a split whose share of short problems runs out hold longer ones instead)."""
+    split_shares: list[int] = field(default_factory=lambda: [80, 10, 10])
+    """Percent of all distinct problems (by arithmetic signature) that hash into train, dev and test;
+    they sum to 100. In proportion to the split sizes, every split uses the same fraction of its
+    problems, so none runs out of a kind of problem before the others."""
     compact_prob: float = 0.0
     """Probability that a problem with two or more calculations gets a compact gold N-CoT: the whole
     computation on one line ("It is (12 / 3) + 8 = 12 km away.") instead of one line per result.
@@ -72,6 +87,25 @@ class SynthConfig:
             )
         if self.max_factor < 2 or self.max_operand < 1 or self.max_start < 1:
             raise ValueError("need max_factor >= 2, max_operand >= 1 and max_start >= 1")
+        steps = self.max_steps - self.min_steps + 1
+        if self.step_weights and (
+            len(self.step_weights) != steps
+            or min(self.step_weights) < 0
+            or not any(self.step_weights)
+        ):
+            raise ValueError(
+                f"step_weights needs {steps} non-negative weights (steps {self.min_steps}.."
+                f"{self.max_steps}), not all zero; got {self.step_weights}"
+            )
+        if (
+            len(self.split_shares) != len(SPLITS)
+            or sum(self.split_shares) != 100
+            or min(self.split_shares) < 0
+        ):
+            raise ValueError(
+                f"split_shares needs {len(SPLITS)} non-negative percents ({', '.join(SPLITS)}) "
+                f"summing to 100, got {self.split_shares}"
+            )
         for name in ("distractor_prob", "compact_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -100,25 +134,37 @@ class SynthProblem:
 
 def generate_problems(config: SynthConfig, split: str, n: int) -> list[SynthProblem]:
     """`n` distinct problems of `split` ("train", "dev" or "test"), deterministic in (config, split)."""
-    if split not in SPLIT_BUCKETS:
-        raise ValueError(f"split must be one of {sorted(SPLIT_BUCKETS)}, got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     rng = random.Random(f"reft-synth:{config.seed}:{split}")
     problems: list[SynthProblem] = []
     seen: set[str] = set()
+    wanted, attempts = None, 0  # the current item's step count (step_weights only)
     for _ in range(max(n, 1) * MAX_ATTEMPTS_PER_ITEM):
         if len(problems) == n:
             return problems
+        if config.step_weights and wanted is None:
+            wanted, attempts = _draw_step_count(rng, config), 0
+        attempts += 1
+        if wanted is not None and attempts > MAX_ATTEMPTS_PER_ITEM:
+            raise ValueError(
+                f"the {split} split ran out of distinct {wanted}-step problems after {len(problems)} "
+                "items: lower that step count's weight, raise the split's share (split_shares) or "
+                "widen the knobs (max_start, max_operand)"
+            )
         family = FAMILIES[rng.choice(config.families)]
-        steps = _sample_steps(rng, config, [op for op in config.operations if op in family.ops])
+        ops = [op for op in config.operations if op in family.ops]
+        steps = _sample_steps(rng, config, ops, wanted)
         if steps is None:
             continue
         signature = "|".join(
             [family.name, str(steps[0].before), *(f"{s.op}{s.operands}" for s in steps)]
         )
-        if signature in seen or _split_of(signature) != split:
+        if signature in seen or _split_of(signature, config.split_shares) != split:
             continue
         seen.add(signature)
         problems.append(_render(rng, config, family, steps, f"synth_{split}_{len(problems)}"))
+        wanted = None
     if len(problems) < n:
         raise ValueError(
             f"only {len(problems)} distinct {split} problems found for n={n}: the knobs allow too "
@@ -134,15 +180,27 @@ def generate_examples(
     return [problem.to_example(cot) for problem in generate_problems(config, split, n)]
 
 
-def _split_of(signature: str) -> str:
+def _split_of(signature: str, shares: list[int]) -> str:
+    """The split whose share of the 100 hash buckets holds sha256(signature) mod 100."""
     bucket = int(hashlib.sha256(signature.encode()).hexdigest(), 16) % 100
-    return next(name for name, buckets in SPLIT_BUCKETS.items() if bucket in buckets)
+    bound = 0
+    for name, share in zip(SPLITS, shares, strict=True):
+        bound += share
+        if bucket < bound:
+            return name
+    raise AssertionError("split_shares sum to 100")
+
+
+def _draw_step_count(rng: random.Random, config: SynthConfig) -> int:
+    counts = range(config.min_steps, config.max_steps + 1)
+    return rng.choices(counts, weights=config.step_weights)[0]
 
 
 def _sample_steps(
-    rng: random.Random, config: SynthConfig, operations: list[str]
+    rng: random.Random, config: SynthConfig, operations: list[str], count: int | None = None
 ) -> list[Step] | None:
-    """A chain of min_steps..max_steps operations keeping every value an integer in 0..max_value.
+    """A chain of `count` operations (None: min_steps..max_steps drawn here) keeping every value an
+    integer in 0..max_value.
 
     Returns None when the drawn chain gets stuck (no operation feasible); the caller draws again.
     """
@@ -152,7 +210,7 @@ def _sample_steps(
         )
     value = rng.randint(1, config.max_start)
     steps: list[Step] = []
-    for _ in range(rng.randint(config.min_steps, config.max_steps)):
+    for _ in range(count or rng.randint(config.min_steps, config.max_steps)):
         choices = [op for op in operations if _operands(rng, config, op, value) is not None]
         if not choices:
             return None

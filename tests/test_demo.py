@@ -32,7 +32,7 @@ def test_stage_graph_wiring(tmp_path):
     config = demo_config(overrides=("reft.lr=0.5", "common.dev_limit=7"))
     stages = {s.name: s for s in plan_stages(config, 3, tmp_path / "seed_3", tmp_path / "data")}
     evaluated = ("warmup", *METHODS)
-    assert set(stages) == {"warmup", *METHODS, "reward_model",
+    assert set(stages) == {"warmup", *METHODS, *(f"reward_model_{m}" for m in METHODS),
                            *(f"{kind}_{m}" for kind in ("eval", "evaltrain", "evalshift")
                              for m in evaluated)}  # fmt: skip
     assert stages["warmup"].settings["model"] == config.model  # no base given: the model itself
@@ -48,14 +48,26 @@ def test_stage_graph_wiring(tmp_path):
         evaluation = stages[f"eval_{method}"]
         assert evaluation.settings["model"].endswith(f"{method}/best")  # best DEV checkpoint
         assert evaluation.settings["dataset"].endswith("test.json")
-        assert evaluation.settings["k"] == config.k
-        assert set(evaluation.needs) == {method, "reward_model"}
+        curve = method in config.curve_methods  # the accuracy-against-K figure's methods
+        assert evaluation.settings["k"] == (config.curve_k if curve else config.k)
+        assert set(evaluation.needs) == {method, f"reward_model_{method}"}
+        assert evaluation.settings["rerank"].endswith(f"reward_model_{method}/best")
+        # The authors' protocol: each reward model starts from the method's evaluated model and
+        # trains on the warm-up's samples, drawn once (by the first) and shared.
+        reward_model = stages[f"reward_model_{method}"]
+        assert reward_model.settings["model"] == evaluation.settings["model"]
+        assert method in reward_model.needs
+    assert set(config.curve_methods) == {"sft", "reft"} and config.curve_k > config.k
     assert stages["reft"].settings["lr"] == 0.5
     assert "lr=0.5" in stages["reft"].argv
     assert stages["reft"].argv[0] == "train"
     assert stages["offline_self_training"].settings["mode"] == "offline"
     assert stages["online_self_training"].settings["mode"] == "online"
-    assert stages["reward_model"].settings["sample_model"].endswith("sft/best")
+    assert stages["reward_model_sft"].settings["sample_model"] == warmup
+    for method in METHODS[1:]:
+        shared = stages[f"reward_model_{method}"]
+        assert shared.settings["records_from"] == str(stages["reward_model_sft"].out_dir)
+        assert "reward_model_sft" in shared.needs
     assert "k" not in stages["eval_warmup"].settings
     for stage in stages.values():  # no stage ever trains on or selects with the test split
         if stage.trains:

@@ -12,7 +12,13 @@ import pytest
 from reft.config import config_to_dict, load_config
 from reft.data.synthetic import SynthConfig, generate_problems
 from reft.demo.config import DemoConfig
-from reft.demo.report import build_results, generalisation_table, results_table, write_report
+from reft.demo.report import (
+    build_results,
+    generalisation_table,
+    k_curves_table,
+    results_table,
+    write_report,
+)
 from reft.demo.run import write_task
 from reft.demo.stages import METHODS, plan_stages
 
@@ -29,13 +35,21 @@ def demo_config(quick: bool = False, overrides: tuple[str, ...] = ()) -> DemoCon
     return load_config(DemoConfig, DemoConfig(quick=quick).recipe_files(), list(overrides))
 
 
-def _write_eval(eval_dir: Path, metrics: dict[str, float]) -> None:
+CURVE_KS = [1, 2, 4, K]
+GAINS = {"voting": (0.0, 0.02, 0.04, 0.05), "rerank": (0.0, 0.04, 0.08, 0.1),
+         "pass": (0.0, 0.1, 0.2, 0.3)}  # fmt: skip
+"""Each curve's accuracy above greedy top-1 at k = 1, 2, 4, K (the K point is the headline)."""
+
+
+def _write_eval(eval_dir: Path, metrics: dict[str, float], curves: dict | None = None) -> None:
     eval_dir.mkdir(parents=True)
-    (eval_dir / "results.json").write_text(json.dumps({"metrics": {"questions": 10, **metrics}}))
+    document = {"metrics": {"questions": 10, **metrics}} | ({"curves": curves} if curves else {})
+    (eval_dir / "results.json").write_text(json.dumps(document))
 
 
-def _finished_demo(out_dir: Path, seeds: tuple[int, ...] = (0, 1)) -> None:
-    """Seed directories as a finished demo leaves them: the eval results and the done markers."""
+def _finished_demo(out_dir: Path, seeds: tuple[int, ...] = (0, 1), curves: bool = False) -> None:
+    """Seed directories as a finished demo leaves them: the eval results and the done markers (with
+    `curves`, the sampled evals also hold accuracy-against-K curves, as `reft eval` now writes)."""
     for index, seed in enumerate(seeds):
         seed_dir = out_dir / f"seed_{seed}"
         for method in ("warmup", *METHODS):
@@ -43,7 +57,11 @@ def _finished_demo(out_dir: Path, seeds: tuple[int, ...] = (0, 1)) -> None:
             ranked = {} if method == "warmup" else {
                 f"voting@{K}": top1 + 0.05, f"rerank@{K}": top1 + 0.1, f"pass@{K}": top1 + 0.3
             }  # fmt: skip
-            _write_eval(seed_dir / "eval" / method, {"top1": top1, **ranked})
+            method_curves = {"k": CURVE_KS} | {
+                name: [top1 + gain for gain in gains] for name, gains in GAINS.items()
+            }  # fmt: skip
+            _write_eval(seed_dir / "eval" / method, {"top1": top1, **ranked},
+                        method_curves if curves and method != "warmup" else None)  # fmt: skip
             _write_eval(seed_dir / "eval_train" / method, {"top1": TRAIN[method][index]})
             _write_eval(seed_dir / "eval_shifted" / method, {"top1": SHIFTED[method][index]})
             (seed_dir / f"{method}.done.json").write_text(json.dumps({"record": {"seconds": 60}}))
@@ -58,7 +76,9 @@ def test_shifted_split_has_one_more_step_than_training_and_is_kept(tmp_path):
     knobs = {f.name: getattr(config.task, f.name) for f in dataclasses.fields(SynthConfig)}
     longer = config.task.max_steps + config.task.shifted_steps
     expected = generate_problems(
-        SynthConfig(**{**knobs, "min_steps": longer, "max_steps": longer}), "test", 12
+        SynthConfig(**{**knobs, "min_steps": longer, "max_steps": longer, "step_weights": []}),
+        "test",
+        12,
     )
     assert [p.question for p in expected] == [item["question"] for item in shifted]
     assert all(len(p.steps) == config.task.max_steps + 1 for p in expected)
@@ -151,3 +171,75 @@ def test_accuracy_bars_plot_four_columns(tmp_path):
     results = build_results(config_to_dict(demo_config()), [0, 1], tmp_path, K)
     path = plot_accuracy_bars(results, tmp_path / "accuracy.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_build_results_averages_the_k_curves_over_seeds(tmp_path):
+    _finished_demo(tmp_path, curves=True)
+    results = build_results(config_to_dict(demo_config()), [0, 1], tmp_path, K)
+    json.dumps(results, allow_nan=False)
+    curves = results["k_curves"]
+    assert list(curves) == list(METHODS), "the greedy warm-up eval has no curves"
+    reft = curves["reft"]
+    assert reft["k"] == CURVE_KS
+    assert reft["voting"] == pytest.approx([0.55, 0.57, 0.59, 0.60])
+    assert reft["rerank"] == pytest.approx([0.55, 0.59, 0.63, 0.65])
+    assert reft["pass"] == pytest.approx([0.55, 0.65, 0.75, 0.85])
+    assert reft["pass"][-1] == pytest.approx(results["methods"]["reft"]["pass"]), "K: the headline"
+
+
+def test_k_curves_of_a_method_missing_from_one_seed_are_left_out(tmp_path):
+    _finished_demo(tmp_path, curves=True)
+    path = tmp_path / "seed_1" / "eval" / "sft" / "results.json"
+    document = json.loads(path.read_text())
+    del document["curves"]
+    path.write_text(json.dumps(document))
+    results = build_results(config_to_dict(demo_config()), [0, 1], tmp_path, K)
+    assert "sft" not in results["k_curves"] and "reft" in results["k_curves"]
+
+
+def test_report_and_figure_of_accuracy_against_k(tmp_path):
+    from reft.demo.plots import plot_k_curves
+
+    _finished_demo(tmp_path, seeds=(0,), curves=True)
+    results = build_results(config_to_dict(demo_config()), [0], tmp_path, K)
+    table = k_curves_table(results).splitlines()
+    columns = [f"{name}@{k}" for name in ("Voting", "Rerank", "Pass") for k in CURVE_KS]
+    assert table[0] == "| Method | " + " | ".join(columns) + " |"
+    assert table[1] == "|---" * (len(columns) + 1) + "|"
+    assert len(table) == 2 + len(METHODS)
+    reft = next(line for line in table if line.startswith("| ReFT |"))
+    assert reft == ("| ReFT | 50.0 | 52.0 | 54.0 | 55.0 | 50.0 | 54.0 | 58.0 | 60.0 | 50.0 | 60.0 "
+                    "| 70.0 | 80.0 |")  # fmt: skip
+    figure = plot_k_curves(results, tmp_path / "accuracy_vs_k.png")
+    assert figure == tmp_path / "accuracy_vs_k.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = write_report(results, tmp_path, [figure], "reft demo").read_text()
+    assert "## Accuracy against K" in report and "\n".join(table) in report
+    assert "![accuracy_vs_k](accuracy_vs_k.png)" in report
+
+
+def test_results_without_k_curves_give_no_table_and_no_figure(tmp_path):
+    """Evals from before the curves, and a results.json from before `k_curves`, still report."""
+    from reft.demo.plots import plot_k_curves
+
+    _finished_demo(tmp_path, seeds=(0,))
+    results = build_results(config_to_dict(demo_config()), [0], tmp_path, K)
+    assert results["k_curves"] == {}
+    del results["k_curves"]
+    assert k_curves_table(results) == ""
+    assert plot_k_curves(results, tmp_path / "accuracy_vs_k.png") is None
+    assert not (tmp_path / "accuracy_vs_k.png").exists()
+    report = write_report(results, tmp_path, [], "reft demo").read_text()
+    assert "Accuracy against K" not in report and "## Generalisation" in report
+
+
+def test_table_reads_k_from_the_curves_of_an_eval_that_drew_more_samples():
+    from reft.demo.report import at_k
+
+    curves = {"k": [1, 2, 4, 8, 16, 32], "voting": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+              "pass": [0.1, 0.3, 0.5, 0.7, 0.8, 0.9]}  # fmt: skip
+    assert at_k({"voting@8": 0.25}, curves, "voting", 8) == 0.25  # the headline when it drew 8
+    assert at_k({"voting@32": 0.6}, curves, "voting", 8) == 0.4
+    assert at_k({"pass@32": 0.9}, curves, "pass", 8) == 0.7
+    with pytest.raises(KeyError, match="rerank@8"):
+        at_k({"voting@32": 0.6}, curves, "rerank", 8)

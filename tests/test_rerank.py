@@ -1,10 +1,12 @@
 """Reranking: the choice rule (argmax among answered candidates, ties to the earliest, None when no
-candidate has an answer), rerank@K accounting, the solution text the reward model reads, and the
-eval config's rerank checks."""
+candidate has an answer), rerank@K accounting, the within-question AUC against its plain loop, the
+solution text the reward model reads, and the eval config's rerank checks."""
 
 from __future__ import annotations
 
 import json
+import math
+import random
 
 import pytest
 
@@ -14,7 +16,14 @@ from reft.data.prompts import program_header, render_target, solution_text
 from reft.data.synthetic import SynthConfig, generate_examples
 from reft.evaluate.config import EvalConfig
 from reft.evaluate.predict import GradedCompletion, QuestionResult
-from reft.evaluate.rerank import pick_best, rerank_accuracy, rerank_picks, write_rerank
+from reft.evaluate.rerank import (
+    pick_best,
+    rerank_accuracy,
+    rerank_picks,
+    within_question_auc,
+    within_question_pairs,
+    write_rerank,
+)
 
 PICK_CASES = [
     # (scores, extracted answers, expected index, why)
@@ -38,6 +47,61 @@ def test_pick_best(scores, answers, expected, why):
 def test_pick_best_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="2 scores but 1 candidates"):
         pick_best([0.1, 0.2], ["1"])
+
+
+WITHIN_AUC_CASES = [
+    # (scores per question, labels per question, expected, why)
+    ([[0.9, 0.1]], [[1, 0]], 1.0, "the correct one scores higher"),
+    ([[0.1, 0.9]], [[1, 0]], 0.0, "the wrong one scores higher"),
+    ([[0.5, 0.5]], [[1, 0]], 0.5, "a tie counts 1/2"),
+    ([[0.9, 0.8], [0.2, 0.1]], [[0, 0], [1, 1]], math.nan,
+     "easy and hard questions told apart, but no question has both labels: no pair"),
+    ([[0.9, 0.8, 0.1], [0.3, 0.7]], [[1, 1, 0], [1, 0]], 2 / 3,
+     "pairs pooled: 2 of 2 won, 0 of 1 won -> 2/3, not the mean of the questions' 1 and 0"),
+    ([[0.8, 0.9], [0.1, 0.2]], [[1, 0], [1, 0]], 0.0,
+     "the easy question scores high for both samples: pooled AUC 1/4, every within pair lost"),
+    ([[0.7], [], [0.2, 0.2, 0.9]], [[1], [], [0, 0, 1]], 1.0, "one-sample and empty questions add no pair"),
+]  # fmt: skip
+
+
+def _within_question_loop(scores, labels) -> float:
+    """The docstring's plain loop, the oracle."""
+    wins = pairs = 0
+    for s, y in zip(scores, labels, strict=True):
+        for i in range(len(s)):
+            for j in range(len(s)):
+                if y[i] and not y[j]:
+                    wins += 1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0
+                    pairs += 1
+    return wins / pairs if pairs else math.nan
+
+
+@pytest.mark.parametrize(("scores", "labels", "expected", "why"), WITHIN_AUC_CASES)
+def test_within_question_auc_table(scores, labels, expected, why):
+    result = within_question_auc(scores, labels)
+    assert result == pytest.approx(expected, nan_ok=True), why
+    assert result == pytest.approx(_within_question_loop(scores, labels), nan_ok=True), why
+
+
+def test_within_question_auc_matches_the_plain_loop_on_random_questions():
+    rng = random.Random(0)
+    for _ in range(50):
+        sizes = [rng.randint(0, 8) for _ in range(rng.randint(1, 6))]
+        # few distinct values make many ties; float64 throughout
+        scores = [
+            [rng.choice([-1.5, 0.0, 0.25, 0.25 + 1e-12, 3.0]) for _ in range(n)] for n in sizes
+        ]
+        labels = [[rng.randint(0, 1) for _ in range(n)] for n in sizes]
+        oracle = _within_question_loop(scores, labels)
+        assert within_question_auc(scores, labels) == pytest.approx(oracle, nan_ok=True)
+        pairs = sum(sum(y) * (len(y) - sum(y)) for y in labels)
+        assert within_question_pairs(labels) == pairs
+        assert math.isnan(oracle) == (pairs == 0)
+
+
+def test_within_question_auc_rejects_mismatched_questions():
+    with pytest.raises(ValueError, match="2 questions of scores but 1 of labels"):
+        within_question_auc([[0.1], [0.2]], [[1]])
 
 
 def _completion(extracted: str | None, correct: bool) -> GradedCompletion:

@@ -1,29 +1,43 @@
-"""Reward model: data building and labelling, AUC against a pairwise loop, dev metrics, which token the
-classifier pools (padding must not change a score, also with pad == eos), and `reft rm train` then
-`reft eval --rerank` through the CLI."""
+"""Reward model: data building and labelling, AUC against a pairwise loop, dev metrics (pooled and
+within-question AUC), the listwise loss against its plain loop and its question batches, which token
+the classifier pools (padding must not change a score, also with pad == eos), `reft rm train` on
+another run's records (pointwise and listwise), and `reft rm train` then `reft eval --rerank` through
+the CLI."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from reft.cli import main
 from reft.config import ConfigError, load_config
+from reft.data.errors import DataError
 from reft.data.example import CotKind
 from reft.data.prompts import program_header
 from reft.evaluate.predict import GradedCompletion, QuestionResult
 from reft.metrics import read_metrics
 from reft.models.reward_model import load_reward_model, pad_right, rm_input_ids, score_solutions
-from reft.train.config import RewardModelConfig
+from reft.train.batching import shard
+from reft.train.config import RewardModelConfig, RMLoss, RMSelectMetric
 from reft.train.reward_model import (
     RM_DATA,
+    RM_STEPS,
+    ListwiseRewardModelStep,
+    RMFeatures,
     RMRecord,
     build_rm_records,
+    listwise_loss_sum,
+    pack_groups,
+    question_groups,
+    record_counts,
+    rm_data_source,
     rm_dev_metrics,
     roc_auc,
 )
@@ -101,14 +115,140 @@ def test_dev_metrics_classify_rank_and_rerank_by_question():
     assert metrics["auc"] == pytest.approx(0.5)
     assert metrics["rerank"] == 1.0 and metrics["oracle"] == 1.0
     assert metrics["positive_rate"] == 0.5
+    assert metrics["auc_within"] == pytest.approx(0.5)  # a: 0.7 > 0.2 won; b: 0.4 < 0.9 lost
+
+
+def test_within_question_auc_sees_what_pooled_auc_hides():
+    """Easy questions score high for every sample, hard ones low: pooled AUC is high, yet within each
+    question the wrong solution scores higher, so rerank picks it."""
+    records, scores = [], []
+    for question, base in (("easy1", 0.8), ("easy2", 0.8), ("hard1", 0.1), ("hard2", 0.1)):
+        labels = (1,) * 7 + (0,) if question.startswith("easy") else (1,) + (0,) * 7
+        for k, label in enumerate(labels):
+            records.append(RMRecord(question, question, f"s{k}", label, str(k)))
+            scores.append(base + (0.1 if not label else 0.01 * k))  # the wrong ones a bit higher
+    metrics = rm_dev_metrics(records, scores)
+    assert metrics["auc"] == pytest.approx(14 * 14 / 16**2)  # easy correct beat hard wrong
+    assert metrics["auc_within"] == 0.0 and metrics["rerank"] == 0.0
+
+
+def test_select_metrics_and_losses_are_what_the_trainer_offers():
+    records = [RMRecord("a", "A", "s1", 0, "3"), RMRecord("a", "A", "s2", 1, "7")]
+    keys = set(rm_dev_metrics(records, [0.2, 0.7]))
+    assert {member.value for member in RMSelectMetric} <= keys
+    assert set(RM_STEPS) == set(RMLoss)
 
 
 def test_reward_model_config_checks_and_recipe():
     with pytest.raises(ConfigError, match="not a preset"):
         load_config(RewardModelConfig, None, ["model=preset:micro-llama"])
-    assert load_config(RewardModelConfig, None, []).num_samples == 100
+    default = load_config(RewardModelConfig, None, [])
+    assert default.num_samples == 100
+    assert (default.loss, default.select_metric) == (RMLoss.pointwise, RMSelectMetric.auc)
+    assert default.pointwise_weight == 0.0 and default.records_from is None
+    with pytest.raises(ConfigError, match="only for loss=listwise"):
+        load_config(RewardModelConfig, None, ["pointwise_weight=0.5"])
+    with pytest.raises(ConfigError, match="pointwise_weight"):
+        load_config(RewardModelConfig, None, ["loss=listwise", "pointwise_weight=-1"])
+    with pytest.raises(ConfigError, match="select_metric"):
+        load_config(RewardModelConfig, None, ["select_metric=accuracy"])
+    config = load_config(RewardModelConfig, None, ["loss=listwise", "pointwise_weight=0.5",
+                                                   "select_metric=auc_within", "records_from=x"])  # fmt: skip
+    assert config.loss is RMLoss.listwise and config.select_metric is RMSelectMetric.auc_within
     recipe = Path(__file__).resolve().parents[1] / "configs" / "synth" / "reward_model.yaml"
     assert load_config(RewardModelConfig, recipe).sample_model == "runs/synth/warmup/final"
+
+
+# ---- the listwise loss and its question batches ------------------------------------------------
+
+
+def _listwise_loop(scores, labels, groups) -> float:
+    """The docstring's plain loop, the oracle (float64 Python floats)."""
+    total = 0.0
+    for g in set(groups):
+        s = [scores[i] for i in range(len(scores)) if groups[i] == g]
+        y = [labels[i] for i in range(len(scores)) if groups[i] == g]
+        if 0 < sum(y) < len(y):
+            mass = sum(math.exp(a) for a, b in zip(s, y, strict=True) if b) / sum(map(math.exp, s))
+            total += -math.log(mass)
+    return total
+
+
+def test_listwise_loss_by_hand():
+    scores = torch.tensor([1.0, 2.0, 3.0, 0.5, 0.2], dtype=torch.float64)
+    labels = torch.tensor([1, 0, 0, 1, 1])
+    groups = torch.tensor([7, 7, 7, 3, 3])  # the second group has one label: adds nothing
+    expected = -math.log(math.exp(1) / (math.exp(1) + math.exp(2) + math.exp(3)))
+    assert listwise_loss_sum(scores, labels, groups).item() == pytest.approx(expected)
+    two_right = torch.tensor([0.0, 0.0, math.log(2.0)], dtype=torch.float64)  # masses 1/4 1/4 1/2
+    loss = listwise_loss_sum(two_right, torch.tensor([1, 1, 0]), torch.tensor([0, 0, 0]))
+    assert loss.item() == pytest.approx(-math.log(0.5)), "the mass of ALL correct ones counts"
+
+
+def test_listwise_loss_matches_the_plain_loop_in_float64():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        n = int(torch.randint(1, 20, (1,), generator=generator))
+        scores = torch.randn(n, generator=generator, dtype=torch.float64) * 5
+        labels = torch.randint(0, 2, (n,), generator=generator)
+        groups = torch.randint(0, 5, (n,), generator=generator) * 10  # ids need not be 0..G-1
+        oracle = _listwise_loop(scores.tolist(), labels.tolist(), groups.tolist())
+        result = listwise_loss_sum(scores, labels, groups)
+        assert result.dtype == torch.float64
+        assert result.item() == pytest.approx(oracle, rel=1e-12, abs=1e-12)
+
+
+def test_listwise_loss_gradient_is_finite_and_zero_without_mixed_groups():
+    scores = torch.tensor([500.0, -500.0, 1.0, 2.0], requires_grad=True)
+    loss = listwise_loss_sum(scores, torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 1]))
+    loss.backward()
+    assert loss.item() == pytest.approx(1000.0) and torch.isfinite(scores.grad).all()
+    assert scores.grad.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.0])
+    scores.grad = None
+    single = listwise_loss_sum(scores, torch.tensor([1, 1, 0, 0]), torch.tensor([0, 0, 1, 1]))
+    single.backward()  # still part of the graph: a step of single-label groups runs
+    assert single.item() == 0.0 and scores.grad.abs().sum() == 0
+
+
+def _features(sizes: dict[str, int]) -> list[RMFeatures]:
+    return [RMFeatures([k], k % 2, question) for question, n in sizes.items() for k in range(n)]
+
+
+def test_question_groups_split_large_questions_and_packs_keep_groups_whole():
+    features = _features({"a": 3, "b": 5, "c": 1})
+    groups = question_groups(features, max_size=2)
+    assert [[(f.id, f.input_ids[0]) for f in g] for g in groups] == [
+        [("a", 0), ("a", 1)], [("a", 2)], [("b", 0), ("b", 1)], [("b", 2), ("b", 3)], [("b", 4)],
+        [("c", 0)],
+    ]  # fmt: skip
+    packs = pack_groups(question_groups(features, max_size=4), max_size=4)
+    assert [[len(g) for g in pack] for pack in packs] == [[3], [4], [1, 1]]
+    assert pack_groups([], 4) == []
+
+
+def _fake_run(num_processes: int = 1, **overrides) -> SimpleNamespace:
+    config = load_config(RewardModelConfig, None, ["loss=listwise", *overrides.pop("args", [])])
+    return SimpleNamespace(config=config, num_processes=num_processes, **overrides)
+
+
+def test_listwise_batches_hold_whole_questions_about_batch_size_solutions_by_seed_and_step():
+    features = _features({f"q{i}": 2 + i % 5 for i in range(40)})  # 160 solutions
+    run = _fake_run(args=["batch_size=16", "micro_batch_size=8", "seed=3", "epochs=2"])
+    step = ListwiseRewardModelStep(run, features)
+    assert step.groups_per_step == 4 and step.step_counts() == (10, 20)
+    epoch = [step.batch(s) for s in range(10)]
+    ids = [g[0].id for batch in epoch for g in batch]
+    assert sorted(ids) == sorted({f.id for f in features}), "an epoch sees each question once"
+    assert all(len({f.id for f in g}) == 1 for batch in epoch for g in batch)
+    assert sum(len(g) for b in epoch for g in b) / 10 == pytest.approx(16)
+    again = ListwiseRewardModelStep(_fake_run(args=["batch_size=16", "micro_batch_size=8",
+                                                    "seed=3"]), features)  # fmt: skip
+    assert [g[0].id for g in again.batch(4)] == [g[0].id for g in epoch[4]]
+    assert [g[0].id for g in step.batch(10)] != [g[0].id for g in epoch[0]], "next epoch reshuffles"
+    ranks = [shard(epoch[0], rank, 2) for rank in range(2)]
+    assert sorted(g[0].id for r in ranks for g in r) == sorted(g[0].id for g in epoch[0])
+    with pytest.raises(ValueError, match="fewer than the 8 processes"):
+        ListwiseRewardModelStep(_fake_run(8, args=["batch_size=4", "micro_batch_size=2"]), features)
 
 
 # ---- which token the classifier pools ------------------------------------------------------------
@@ -167,6 +307,76 @@ def test_a_pad_id_inside_the_text_is_dropped(tiny_tokenizer):
     ids = rm_input_ids(tokenizer, "Q", f"text {tokenizer.eos_token} more")
     assert tokenizer.eos_token_id not in ids
     assert tokenizer.decode(ids).endswith("text  more")
+
+
+# ---- records_from: train on another run's samples -------------------------------------------------
+
+
+def _write_rm_data(out_dir: Path) -> Path:
+    """An rm_data.json as a sampling run writes it: 8 train and 4 dev questions of 4 solutions,
+    a solution correct iff it answers 7."""
+    out_dir.mkdir(parents=True)
+    records = {}
+    for split, count in (("train", 8), ("dev", 4)):
+        records[split] = [
+            RMRecord(f"{split}{i}", f"Pick a digit for game {i}.",
+                     f"I pick one.\nTherefore, the answer is: {d}", int(d == "7"), d)
+            for i in range(count) for d in ("7", str(i % 7), "9", "7" if i % 2 else "3")
+        ]  # fmt: skip
+    payload = {
+        "counts": {split: record_counts(items) for split, items in records.items()},
+        "sample_model": "the warm-up",
+        "sampling": {},
+        "records": {split: [r.__dict__ for r in items] for split, items in records.items()},
+    }
+    (out_dir / RM_DATA).write_text(json.dumps(payload))
+    return out_dir / RM_DATA
+
+
+@pytest.mark.parametrize("loss", ["pointwise", "listwise"])
+def test_rm_train_on_another_runs_records_samples_nothing(tmp_path, classifier_dir, loss):
+    source = _write_rm_data(tmp_path / "first")
+    out = tmp_path / "rm"
+    nowhere = tmp_path / "nowhere"  # neither loaded nor read: records_from replaces sampling
+    not_a_model = tmp_path / "not_a_model.bin"  # passes the CLI's path check, fails any load
+    not_a_model.write_text("garbage")
+    args = ["rm", "train", f"model={classifier_dir}", f"sample_model={not_a_model}",
+            f"train_data={nowhere}.json", f"records_from={source.parent}", f"loss={loss}",
+            "select_metric=auc_within", f"out_dir={out}", "batch_size=8", "micro_batch_size=4",
+            "max_steps=4", "eval_every=2", "log_every=1", "lr=1e-3"]  # fmt: skip
+    if loss == "listwise":
+        args.append("pointwise_weight=0.5")
+    assert main(args) == 0
+
+    copied = json.loads((out / RM_DATA).read_text())
+    original = json.loads(source.read_text())
+    assert copied["records_from"] == str(source)
+    assert copied["records"] == original["records"] and copied["counts"] == original["counts"]
+    train, dev = read_metrics(out, "train"), read_metrics(out, "dev")
+    assert len(train) == 4 and len(dev) == 2
+    expected = (
+        {"listwise", "cross_entropy", "mixed_groups", "solutions"} if loss == "listwise" else set()
+    )
+    assert {"loss", "accuracy", "grad_norm"} | expected <= set(train[-1])
+    assert all(math.isfinite(row["loss"]) for row in train)
+    assert {"auc", "auc_within", "rerank", "oracle"} <= set(dev[-1])
+    best_step = max(dev, key=lambda row: row["auc_within"])["step"]
+    meta = json.loads((out / "best" / "reft_meta.json").read_text())
+    assert meta["step"] == best_step, "select_metric=auc_within picks best/"
+
+
+def test_records_from_a_missing_path_fails_naming_it(tmp_path, capsys):
+    source = _write_rm_data(tmp_path / "first")
+    assert rm_data_source(str(source.parent)) == rm_data_source(str(source)) == source
+    missing, out = tmp_path / "no_such_run", tmp_path / "rm"
+    model = tmp_path / "model.bin"  # passes the CLI's path check; never reached
+    model.write_text("garbage")
+    assert main(["rm", "train", f"model={model}", f"records_from={missing}",
+                 f"out_dir={out}"]) == 2  # fmt: skip
+    assert f"records_from={missing}: no {RM_DATA} there" in capsys.readouterr().err
+    assert not out.exists(), "nothing is written before the check"
+    with pytest.raises(DataError, match=r"records_from=.*first/model: no rm_data\.json"):
+        rm_data_source(str(tmp_path / "first" / "model"))
 
 
 # ---- end to end through the CLI on a toy task ----------------------------------------------------

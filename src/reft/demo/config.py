@@ -74,7 +74,12 @@ class DemoConfig:
     workers: int = 2
     """Stages run at once (each with cores / workers torch threads)."""
     k: int = 8
-    """Samples per test question for voting@K and rerank@K."""
+    """Samples per test question for the table's voting@K, rerank@K and pass@K."""
+    curve_k: int = 0
+    """Samples per test question of the `curve_methods`, for the accuracy-against-K figure (1, 2, 4,
+    ... up to curve_k; the table reads K from the same samples' first K). 0: k."""
+    curve_methods: list[str] = field(default_factory=list)
+    """Methods whose test eval draws curve_k samples (the others draw k)."""
     task: TaskConfig = field(default_factory=TaskConfig)
     """The synthetic task (knobs of `reft data synth` and split sizes)."""
     base_task: BaseTaskConfig = field(default_factory=BaseTaskConfig)
@@ -96,7 +101,7 @@ class DemoConfig:
     online_self_training: dict[str, Any] = field(default_factory=dict)
     """`reft self-train mode=online` settings."""
     reward_model: dict[str, Any] = field(default_factory=dict)
-    """`reft rm train` settings (the reranker, trained on samples of the SFT baseline)."""
+    """`reft rm train` settings of every method's reranker (trained on the warm-up's samples)."""
     eval: dict[str, Any] = field(default_factory=dict)
     """`reft eval` settings for the test-split evaluation of every method."""
     study: str = ""
@@ -110,6 +115,8 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         check_preset("model", self.model)  # before the demo writes its corpus
+        if self.curve_k and self.curve_k < self.k:
+            raise ValueError(f"curve_k={self.curve_k} must be 0 or at least k={self.k}")
         if self.study not in STUDIES:
             raise ValueError(f"study={self.study!r}: expected one of {', '.join(STUDIES[1:])}")
 

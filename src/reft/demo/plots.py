@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 
-from reft.demo.report import COLUMNS, LABELS, column_label, dev_curves
+from reft.demo.report import COLUMNS, CURVE_COLUMNS, LABELS, column_label, dev_curves
 from reft.demo.stages import METHODS
 
 TRAINING_PANELS = (
@@ -77,6 +77,38 @@ def plot_accuracy_bars(results: dict[str, Any], path: Path) -> Path:
     axis.legend(fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     axis.set_title("Final test accuracy")
+    return _save(figure, path)
+
+
+def plot_k_curves(results: dict[str, Any], path: Path) -> Path | None:
+    """Test accuracy against the number of samples K (log2 axis): voting@K, rerank@K and pass@K, one
+    panel per method with curves, greedy top-1 as a dashed line. None (and no file) when no method
+    has curves (results from before `reft eval` wrote them)."""
+    curves = results.get("k_curves") or {}
+    if not curves:
+        return None
+    ks = sorted({k for method_curves in curves.values() for k in method_curves["k"]})
+    figure, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 4), sharey=True,
+                                squeeze=False)  # fmt: skip
+    for axis, (method, method_curves) in zip(axes[0], curves.items(), strict=True):
+        for column in CURVE_COLUMNS:
+            if column in method_curves:
+                axis.plot(method_curves["k"], [100 * v for v in method_curves[column]], marker="o",
+                          label=f"{column.capitalize()}@K")  # fmt: skip
+        top1 = results["methods"].get(method, {}).get("top1")
+        if top1 is not None:
+            axis.axhline(100 * top1, color="gray", linestyle="--", label="Top-1 (greedy)")
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ks, [str(k) for k in ks])
+        axis.minorticks_off()
+        axis.set_xlabel("samples per question K")
+        axis.set_title(LABELS.get(method, method))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    figure.suptitle(
+        "Accuracy against K" + (" (mean over seeds)" if len(results["seeds"]) > 1 else "")
+    )
     return _save(figure, path)
 
 

@@ -1,8 +1,8 @@
 """The demo's outputs: results.json, report.md, and PNG figures, from the stages' own files.
 
-Everything here reads what the `reft` commands wrote (eval/<method>/results.json, the greedy
-eval_train/<method>/ and eval_shifted/<method>/results.json, <stage>/metrics.jsonl, <stage>.done.json),
-so a report can be rebuilt from a finished output directory.
+Everything here reads what the `reft` commands wrote (eval/<method>/results.json with its K-sample
+`curves`, the greedy eval_train/<method>/ and eval_shifted/<method>/results.json,
+<stage>/metrics.jsonl, <stage>.done.json), so a report can be rebuilt from a finished output directory.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from reft.demo.stages import METHODS
+from reft.demo.stages import METHODS, reward_model_stage
 from reft.metrics import read_metrics
 
 LABELS = {
@@ -27,6 +27,9 @@ LABELS = {
 COLUMNS = ("top1", "voting", "rerank", "pass")
 """The main table's test columns: greedy top-1, then over K samples majority voting, the reward
 model's pick, and pass@K (any sample right: the ceiling that voting and rerank choose under)."""
+CURVE_COLUMNS = ("voting", "rerank", "pass")
+"""The accuracy-against-K curves of each method's test eval (`reft.evaluate.run.accuracy_curves`),
+in table and figure order."""
 GENERALISATION_SPLITS = {"train": "eval_train", "test": "eval", "shifted": "eval_shifted"}
 """Each generalisation column's greedy top-1 and the folder of the evals it is read from."""
 GENERALISATION_COLUMNS = (*GENERALISATION_SPLITS, "gap")
@@ -42,14 +45,55 @@ def column_label(column: str, k: int) -> str:
 def seed_results(seed_dir: Path, k: int) -> dict[str, dict[str, float]]:
     """{method: {top1, voting, rerank, pass}} for one seed (the warm-up has top1 only)."""
     methods: dict[str, dict[str, float]] = {}
+    curves = seed_k_curves(seed_dir)
     for method in ("warmup", *METHODS):
         metrics = eval_metrics(seed_dir / "eval" / method)
         row = {"top1": metrics["top1"]}
         if method != "warmup":
-            row |= {"voting": metrics[f"voting@{k}"], "rerank": metrics[f"rerank@{k}"],
-                    "pass": metrics[f"pass@{k}"]}  # fmt: skip
+            row |= {column: at_k(metrics, curves.get(method), column, k) for column in COLUMNS[1:]}
         methods[method] = row
     return methods
+
+
+def at_k(metrics: dict[str, Any], curves: dict | None, column: str, k: int) -> float:
+    """`column`@k of one eval: its headline metric when it drew k samples, else the curve's point
+    at k (an eval that drew more samples for the accuracy-against-K figure)."""
+    if f"{column}@{k}" in metrics:
+        return metrics[f"{column}@{k}"]
+    if curves and k in curves["k"] and column in curves:
+        return curves[column][curves["k"].index(k)]
+    raise KeyError(f"no {column}@{k} in the eval's metrics or curves")
+
+
+def seed_k_curves(seed_dir: Path) -> dict[str, dict[str, list[float]]]:
+    """{method: {"k": [...], "voting": [...], "rerank": [...], "pass": [...]}} for one seed: the
+    curves of each test eval that has them (sampled evals of a `reft eval` that writes curves; the
+    greedy warm-up eval and older results have none and are left out)."""
+    curves = {}
+    for method in ("warmup", *METHODS):
+        path = seed_dir / "eval" / method / "results.json"
+        method_curves = json.loads(path.read_text()).get("curves") if path.exists() else None
+        if method_curves:
+            curves[method] = method_curves
+    return curves
+
+
+def mean_k_curves(per_seed: dict[int, dict[str, dict[str, list[float]]]]) -> dict[str, dict]:
+    """The mean over seeds of each method's curves at each k. A method, a k or a curve missing from
+    some seed is left out rather than averaged over fewer seeds."""
+    seeds = list(per_seed)
+    means: dict[str, dict[str, list[float]]] = {}
+    for method in per_seed[seeds[0]]:
+        runs = [per_seed[seed].get(method) for seed in seeds]
+        if not all(runs):
+            continue
+        ks = [k for k in runs[0]["k"] if all(k in run["k"] for run in runs)]
+        columns = [c for c in CURVE_COLUMNS if all(c in run for run in runs)]
+        means[method] = {"k": ks} | {
+            column: [statistics.fmean(run[column][run["k"].index(k)] for run in runs) for k in ks]
+            for column in columns
+        }
+    return means
 
 
 def seed_generalisation(seed_dir: Path) -> dict[str, dict[str, float]]:
@@ -70,17 +114,20 @@ def seed_generalisation(seed_dir: Path) -> dict[str, dict[str, float]]:
     return table
 
 
-def seed_reward_model(seed_dir: Path) -> dict[str, float]:
-    """The reward model's last dev record: AUC, rerank@K and the oracle (pass@K) on its dev samples,
-    which tell whether reranking can beat voting at this scale."""
-    dev = [
-        r
-        for r in metric_records(seed_dir / "reward_model" / "metrics.jsonl")
-        if r.get("split") == "dev"
-    ]
-    keys = ("auc", "rerank", "oracle", "positive_rate")
-    # A metric is None when the dev samples hold one class only (tiny runs): left out.
-    return {key: dev[-1][key] for key in keys if dev and dev[-1].get(key) is not None}
+def seed_reward_model(seed_dir: Path) -> dict[str, dict[str, float]]:
+    """{method: its reward model's last dev record}: pooled AUC, within-question AUC (pairs of one
+    right and one wrong sample of the same question), rerank and oracle (pass@K) accuracy on the
+    dev samples, which tell whether reranking can beat voting at this scale."""
+    table = {}
+    for method in METHODS:
+        records = metric_records(seed_dir / reward_model_stage(method) / "metrics.jsonl")
+        dev = [r for r in records if r.get("split") == "dev"]
+        keys = ("auc", "auc_within", "rerank", "oracle", "positive_rate")
+        # A metric is None when the dev samples hold one class only (tiny runs): left out.
+        row = {key: dev[-1][key] for key in keys if dev and dev[-1].get(key) is not None}
+        if row:
+            table[method] = row
+    return table
 
 
 def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:
@@ -150,6 +197,7 @@ def build_results(
 ) -> dict[str, Any]:
     """The demo's results.json document."""
     per_seed = {seed: seed_results(out_dir / f"seed_{seed}", k) for seed in seeds}
+    k_curves = {seed: seed_k_curves(out_dir / f"seed_{seed}") for seed in seeds}
     generalisation = {seed: seed_generalisation(out_dir / f"seed_{seed}") for seed in seeds}
     budgets = {seed: seed_budgets(out_dir / f"seed_{seed}") for seed in seeds}
     means, stds = aggregate(per_seed)
@@ -166,6 +214,7 @@ def build_results(
         "methods": means,
         "std": stds,
         "per_seed": {str(seed): per_seed[seed] for seed in seeds},
+        "k_curves": mean_k_curves(k_curves),
         "generalisation": generalisation_means,
         "generalisation_std": generalisation_stds,
         "generalisation_per_seed": {str(seed): generalisation[seed] for seed in seeds},
@@ -213,11 +262,47 @@ def generalisation_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _reward_model_line(per_seed: dict[str, dict[str, float]]) -> str:
-    rows = [f"seed {seed}: AUC {row['auc']:.2f}, rerank {100 * row['rerank']:.1f}% vs oracle "
-            f"{100 * row['oracle']:.1f}%" for seed, row in per_seed.items()
-            if {"auc", "rerank", "oracle"} <= set(row)]  # fmt: skip
-    return "Reward model on its dev samples (the SFT model's): " + ("; ".join(rows) or "–") + "."
+def k_curves_table(results: dict[str, Any]) -> str:
+    """Test accuracy against the number of samples: rows are methods with curves, columns voting,
+    rerank and pass at each K ("" when no method has curves, as in results from before them)."""
+    curves = results.get("k_curves") or {}
+    if not curves:
+        return ""
+    ks = sorted({k for method_curves in curves.values() for k in method_curves["k"]})
+    columns = [(column, k) for column in CURVE_COLUMNS for k in ks]
+    headings = [column_label(column, k) for column, k in columns]
+    lines = [f"| Method | {' | '.join(headings)} |", "|---" * (len(columns) + 1) + "|"]
+    for method, method_curves in curves.items():
+        points = {(column, k): value for column in CURVE_COLUMNS if column in method_curves
+                  for k, value in zip(method_curves["k"], method_curves[column], strict=True)}  # fmt: skip
+        cells = [f"{100 * points[key]:.1f}" if key in points else "–" for key in columns]
+        lines.append(f"| {LABELS.get(method, method)} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _k_curves_section(results: dict[str, Any]) -> list[str]:
+    """report.md's accuracy-against-K section (nothing without curves)."""
+    table = k_curves_table(results)
+    if not table:
+        return []
+    spread = " (mean over seeds)" if len(results["seeds"]) > 1 else ""
+    return [f"## Accuracy against K: test accuracy (%){spread}", "", table, "",
+            "Each point uses the first K of the same samples per question (i.i.d. draws, so a "
+            "prefix is an unbiased estimate of an eval with that K).", ""]  # fmt: skip
+
+
+def _reward_model_line(per_seed: dict[str, dict[str, dict[str, float]]]) -> str:
+    rows = []
+    for seed, methods in per_seed.items():
+        for method, row in methods.items():
+            if {"auc", "rerank", "oracle"} <= set(row):
+                within = (
+                    f", within-question AUC {row['auc_within']:.2f}" if "auc_within" in row else ""
+                )
+                rows.append(f"seed {seed} {LABELS[method]}: AUC {row['auc']:.2f}{within}, rerank "
+                            f"{100 * row['rerank']:.1f}% vs oracle {100 * row['oracle']:.1f}%")  # fmt: skip
+    return ("Reward models on their dev samples (the warm-up's samples of the dev questions): "
+            + ("; ".join(rows) or "–") + ".")  # fmt: skip
 
 
 def _base_line(base: dict[str, Any] | None) -> str:
@@ -262,6 +347,7 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
         "",
         _reward_model_line(results.get("reward_model_dev", {})),
         "",
+        *_k_curves_section(results),
         f"## Generalisation: greedy accuracy (%){spread}",
         "",
         generalisation_table(results),

@@ -117,7 +117,7 @@ def write_task(config: DemoConfig, data_dir: Path) -> Path:
     """
     synth = synth_knobs(config.task)
     longer = config.task.max_steps + config.task.shifted_steps
-    shifted = dataclasses.replace(synth, min_steps=longer, max_steps=longer)
+    shifted = dataclasses.replace(synth, min_steps=longer, max_steps=longer, step_weights=[])
     files = {
         "train": (synth, "train", config.task.train_size),
         "dev": (synth, "dev", config.task.dev_size),
@@ -128,11 +128,17 @@ def write_task(config: DemoConfig, data_dir: Path) -> Path:
 
 
 def write_figures(results: dict[str, Any], out_dir: Path, seeds: list[int]) -> list[Path]:
-    from reft.demo.plots import plot_accuracy_bars, plot_dev_accuracy, plot_training_curves
+    from reft.demo.plots import (
+        plot_accuracy_bars,
+        plot_dev_accuracy,
+        plot_k_curves,
+        plot_training_curves,
+    )
 
     seed_dirs = [out_dir / f"seed_{seed}" for seed in seeds]
     return [
         plot_dev_accuracy(seed_dirs, out_dir / "dev_accuracy.png"),
         plot_accuracy_bars(results, out_dir / "accuracy.png"),
         plot_training_curves(seed_dirs[0], out_dir / "reft_training.png"),
+        *filter(None, [plot_k_curves(results, out_dir / "accuracy_vs_k.png")]),
     ]

@@ -3,15 +3,22 @@ script a user could type, and `commands.sh` in the output directory is exactly t
 
     (base, shared and cached: reft.demo.base)
       |
-    warmup --+--> sft -------------> reward_model --+
-             +--> reft                              +--> eval_<method> (test split)
-             +--> offline_self_training             |
-             +--> online_self_training -------------+--> evaltrain_<method>, evalshift_<method>
+    warmup --+--> sft ---------------------> reward_model_<method> --> eval_<method> (test split)
+             +--> reft                          (one per method)
+             +--> offline_self_training
+             +--> online_self_training ------------------------------> evaltrain_<method>,
+                                                                        evalshift_<method>
 
 ReFT and both self-training baselines start from the warm-up's last checkpoint; the SFT baseline
-continues SFT from the same checkpoint until its dev accuracy plateaus. Each method is evaluated at
-its best dev checkpoint (the warm-up at its last): on the test split (top-1, voting@K, rerank@K,
-pass@K), and greedily on its own training questions and on the shifted split (generalisation).
+continues the warm-up's SFT schedule to its end. Each method is evaluated at its best dev checkpoint
+(the warm-up at its last): on the test split (top-1, voting@K, rerank@K, pass@K), and greedily on
+its own training questions and on the shifted split (generalisation).
+
+Reranking follows the authors' protocol (their Rerank scripts): every method has its own reward
+model, initialised from that method's evaluated model, trained on one shared set of samples of the
+WARM-UP on the training questions (the warm-up has not memorised them, so its right and wrong
+samples differ in their reasoning, not in how familiar the question is). The first method's reward
+model stage samples them; the others reuse its records (`records_from`).
 """
 
 from __future__ import annotations
@@ -99,21 +106,52 @@ def plan_stages(
                  config.offline_self_training, ("warmup",), "warmup"),
         training("online_self_training", ["self-train"], {**from_warmup, "mode": "online"},
                  config.online_self_training, ("warmup",), "warmup"),
-        training("reward_model", ["rm", "train"],
-                 {"model": str(seed_dir / "sft" / "best"),
-                  "sample_model": str(seed_dir / "sft" / "best")},
-                 config.reward_model, ("sft",), None),
+    ]  # fmt: skip
+    stages += [
+        training(reward_model_stage(method), ["rm", "train"], settings, config.reward_model, needs,
+                 None)
+        for method, (settings, needs) in _reward_model_plans(seed_dir, warmup_ckpt).items()
     ]  # fmt: skip
     for method in ("warmup", *METHODS):
         ranking = {} if method == "warmup" else {
-            "k": config.k, "rerank": str(seed_dir / "reward_model" / "best")
+            "k": samples_per_question(config, method),
+            "rerank": str(seed_dir / reward_model_stage(method) / "best"),
         }  # fmt: skip
-        needs = (method,) if method == "warmup" else (method, "reward_model")
+        needs = (method,) if method == "warmup" else (method, reward_model_stage(method))
         stages.append(test_eval_stage(config, seed, seed_dir, data_dir, method, ranking, needs))
     # Greedy evals for the generalisation table, listed last: the test evals run first when both wait.
     for method in ("warmup", *METHODS):
         stages += _generalisation_evals(config, seed, seed_dir, data_dir, method)
     return stages
+
+
+def samples_per_question(config: DemoConfig, method: str) -> int:
+    """K of `method`'s test eval: curve_k for the methods of the accuracy-against-K figure."""
+    return (config.curve_k or config.k) if method in config.curve_methods else config.k
+
+
+def reward_model_stage(method: str) -> str:
+    """The name (and folder) of the stage that trains `method`'s reward model."""
+    return f"reward_model_{method}"
+
+
+def _reward_model_plans(
+    seed_dir: Path, warmup_ckpt: str
+) -> dict[str, tuple[dict[str, Any], tuple]]:
+    """Each method's reward-model settings and needs: initialised from the method's evaluated model;
+    the first samples the warm-up on the training questions, the others reuse its records."""
+    sampler = reward_model_stage(METHODS[0])
+    plans = {}
+    for method in METHODS:
+        settings: dict[str, Any] = {"model": str(eval_checkpoint(seed_dir, method))}
+        if method == METHODS[0]:
+            plans[method] = ({**settings, "sample_model": warmup_ckpt}, (method,))
+        else:
+            plans[method] = (
+                {**settings, "records_from": str(seed_dir / sampler)},
+                (method, sampler),
+            )
+    return plans
 
 
 def as_overrides(settings: dict[str, Any]) -> list[str]:

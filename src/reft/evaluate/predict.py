@@ -2,12 +2,12 @@
 
 `predict` is shared by `reft sample`, `reft eval`, dev evaluation during training and the
 self-training / reward-model data builders. The summary functions turn its records into the paper's
-numbers: top-1 (greedy), voting@K, pass@K.
+numbers: top-1 (greedy), voting@K, pass@K; `first_k` keeps a prefix of each question's samples.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
@@ -117,6 +117,18 @@ def voting_accuracy(results: list[QuestionResult], examples: list[Example]) -> f
         vote = majority_vote([c.extracted for c in result.completions], kind)
         correct.append(is_correct(vote, result.answer, kind))
     return _mean(correct)
+
+
+def first_k(results: list[QuestionResult], k: int) -> list[QuestionResult]:
+    """The same questions with only their first `k` completions (in sampling order)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    short = [result.id for result in results if len(result.completions) < k]
+    if short:
+        raise ValueError(
+            f"{len(short)} questions have fewer than {k} completions (first: {short[0]})"
+        )
+    return [replace(result, completions=result.completions[:k]) for result in results]
 
 
 def pass_at_k(results: list[QuestionResult]) -> float:

@@ -481,6 +481,27 @@ class SelfTrainConfig(SelfSampledConfig):
             )
 
 
+class RMLoss(str, Enum):
+    """How `reft rm train` turns classifier logits into a loss (reft.train.reward_model)."""
+
+    pointwise = "pointwise"
+    """Cross-entropy of each solution's label (the reference)."""
+    listwise = "listwise"
+    """Batches of whole questions; per question with correct and wrong solutions, -log of the
+    probability mass a softmax over its solutions' scores puts on the correct ones."""
+
+
+class RMSelectMetric(str, Enum):
+    """The dev metric of `reft rm train` whose maximum selects best/ (keys of rm_dev_metrics)."""
+
+    auc = "auc"
+    """ROC AUC over all dev solutions pooled (also rewards telling easy questions from hard ones)."""
+    auc_within = "auc_within"
+    """AUC over (correct, wrong) pairs of solutions of the same dev question: what rerank uses."""
+    rerank = "rerank"
+    """Rerank accuracy over the dev questions' distinct solutions (coarse on few questions)."""
+
+
 @dataclass
 class RewardModelConfig(SelfSampledConfig):
     """`reft rm train`: an outcome reward model (2-class sequence classifier, "is this solution
@@ -505,11 +526,30 @@ class RewardModelConfig(SelfSampledConfig):
     """Fraction of the optimizer steps spent warming the learning rate up (reference: 0.1)."""
     epochs: float = 3.0
     """Passes over the training solutions (reference: 3)."""
+    loss: RMLoss = RMLoss.pointwise
+    """pointwise (cross-entropy per solution, the reference) or listwise (whole questions per batch,
+    -log of the softmax mass on a question's correct solutions; batch_size stays the approximate
+    number of solutions per step; a question with more than micro_batch_size distinct solutions is
+    split into groups of at most that many)."""
+    pointwise_weight: float = 0.0
+    """loss=listwise: add this times the mean cross-entropy of the batch's solutions (0: none)."""
+    select_metric: RMSelectMetric = RMSelectMetric.auc
+    """Dev metric whose maximum selects best/: auc (pooled), auc_within (pairs of one question's
+    solutions) or rerank."""
+    records_from: str | None = None
+    """Reuse the labelled records of another `reft rm train` run (its out_dir or its rm_data.json)
+    instead of sampling: sample_model, num_samples, sampling, train_data and dev_data are then not
+    used, and the dev split is that run's. The copy in out_dir notes where it came from."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, {"max_unique_per_question": ">= 0"})
+        check_ranges(self, {"max_unique_per_question": ">= 0", "pointwise_weight": ">= 0"})
         self.check_micro_batches()
+        if self.pointwise_weight and self.loss is RMLoss.pointwise:
+            raise ValueError(
+                f"pointwise_weight={self.pointwise_weight}: only for loss=listwise "
+                "(loss=pointwise is the cross-entropy alone)"
+            )
         if any(name.startswith(PRESET_PREFIX) for name in (self.model, self.sample_model or "")):
             raise ValueError(
                 "the reward model starts from, and samples with, trained causal-LM checkpoints, "

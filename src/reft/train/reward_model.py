@@ -8,16 +8,26 @@ Data:
        keeping all distinct solutions (or the first `max_unique_per_question`);
     3. the dev split is built the same way from the DEV questions (dev_data, or dev_holdout training
        questions held out), so no question is in both splits;
-    4. every record, its label and split, and the counts go to out_dir/rm_data.json first.
+    4. every record, its label and split, and the counts go to out_dir/rm_data.json first;
+    5. or, with `records_from`, steps 1-3 are skipped: another run's rm_data.json is copied (with a
+       `records_from` note), so several reward models can train on one set of samples.
 
 Model: `AutoModelForSequenceClassification` with 2 labels, its trunk from the causal-LM checkpoint
 `model` (reference: the SFT model), its head random, pooled at the solution's last token (see
 reft.evaluate.rerank for the input format and the padding rule). Saved by the run scaffold with
 `save_pretrained`, so `best/` loads with `AutoModelForSequenceClassification.from_pretrained`.
 
-Training: cross-entropy averaged over the global batch. Dev: classification accuracy (label 1 iff
-P(correct) > 0.5; this "accuracy" selects best/), ROC AUC of P(correct), log-loss, and the rerank and
-oracle accuracy over each dev question's distinct solutions.
+Training (`loss`, chosen once by RM_STEPS): pointwise, cross-entropy averaged over a global batch
+of solutions (the reference); or listwise, a global batch of whole questions (`question_groups`) and
+per question with both labels -log of the softmax mass on its correct solutions
+(`listwise_loss_sum`), plus `pointwise_weight` x cross-entropy. The pointwise loss ranks solutions
+of different questions too, which rerank never needs; the listwise one compares only solutions of
+one question.
+
+Dev: classification accuracy (label 1 iff P(correct) > 0.5), ROC AUC of P(correct) over all
+solutions (`auc`) and over pairs of one question's solutions (`auc_within`), log-loss, and the rerank
+and oracle accuracy over each dev question's distinct solutions; `select_metric` (default auc)
+selects best/.
 """
 
 from __future__ import annotations
@@ -34,16 +44,17 @@ import torch
 import torch.nn.functional as F
 
 from reft.config import config_to_dict
+from reft.data.errors import DataError
 from reft.data.example import CotKind, Example
 from reft.data.prompts import solution_text
 from reft.data.tokenize import OverlengthPolicy, TokenizationReport
 from reft.evaluate.predict import QuestionResult
-from reft.evaluate.rerank import pick_best
+from reft.evaluate.rerank import pick_best, roc_auc, within_question_auc
 from reft.files import write_json_atomic
 from reft.models.load import load_tokenizer
 from reft.models.reward_model import load_reward_model, pad_right, rm_input_ids, score_solutions
 from reft.train.batching import global_batch, shard, step_counts
-from reft.train.config import RewardModelConfig
+from reft.train.config import RewardModelConfig, RMLoss
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
 from reft.train.sft import backward_micro_batches
@@ -97,39 +108,17 @@ def record_counts(records: list[RMRecord]) -> dict[str, int]:
     }
 
 
-def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve: P(score of a random positive > score of a random negative), ties
-    counting 1/2 (Mann-Whitney U over average ranks). NaN when a class is missing.
-
-    Plain loop it equals: mean over (p, n) pairs of 1 if p > n, 0.5 if p == n, else 0.
-    """
-    positives = sum(1 for label in labels if label)
-    negatives = len(labels) - positives
-    if not positives or not negatives:
-        return math.nan
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1  # average 1-based rank of the tie group
-        start = end + 1
-    positive_rank_sum = sum(rank for rank, label in zip(ranks, labels, strict=True) if label)
-    return (positive_rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
-
-
 def rm_dev_metrics(records: list[RMRecord], scores: Sequence[float]) -> dict[str, float]:
-    """Classification accuracy, AUC, log-loss, and rerank / oracle accuracy over the dev questions."""
+    """Classification accuracy, pooled and within-question AUC, log-loss, and rerank / oracle
+    accuracy over the dev questions (records grouped by question id)."""
     labels = [record.label for record in records]
     eps = 1e-7
     by_question: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         by_question.setdefault(record.id, []).append(index)
     reranked, oracle = [], []
-    for rows in by_question.values():
+    rows_of = list(by_question.values())
+    for rows in rows_of:
         pick = pick_best([scores[i] for i in rows], [records[i].answer for i in rows])
         reranked.append(pick is not None and labels[rows[pick]] == 1)
         oracle.append(any(labels[i] for i in rows))
@@ -138,6 +127,10 @@ def rm_dev_metrics(records: list[RMRecord], scores: Sequence[float]) -> dict[str
         "accuracy": sum((s > 0.5) == bool(y) for s, y in zip(scores, labels, strict=True))
         / len(labels),
         "auc": roc_auc(scores, labels),
+        "auc_within": within_question_auc(
+            [[scores[i] for i in rows] for rows in rows_of],
+            [[labels[i] for i in rows] for rows in rows_of],
+        ),
         "log_loss": sum(log_loss) / len(labels),
         "positive_rate": sum(labels) / len(labels),
         "rerank": sum(reranked) / len(reranked),
@@ -145,30 +138,54 @@ def rm_dev_metrics(records: list[RMRecord], scores: Sequence[float]) -> dict[str
     }
 
 
+def rm_data_source(records_from: str) -> Path:
+    """The rm_data.json that `records_from` names (a run's out_dir or the file itself); raises
+    DataError naming the path when there is none."""
+    path = Path(records_from)
+    source = path / RM_DATA if path.is_dir() else path
+    if not source.is_file():
+        raise DataError(
+            f"records_from={records_from}: no {RM_DATA} there (give the out_dir of a "
+            f"`reft rm train` run or its {RM_DATA})"
+        )
+    return source
+
+
 def rm_records(
     run: TrainingRun, examples: list[Example], dev_examples: list[Example] | None
 ) -> tuple[list[RMRecord], list[RMRecord]]:
-    """(train, dev) records: sampled and written to RM_DATA by the main process (a resumed run
-    reuses the file it wrote before); every process then reads the file."""
+    """(train, dev) records: sampled (or, with records_from, copied) and written to RM_DATA by the
+    main process (a resumed run reuses the file it wrote before); every process then reads it."""
     config: RewardModelConfig = run.config
     path = run.out_dir / RM_DATA
     if run.is_main and not (run.resume_from is not None and path.is_file()):
-        records = {
-            split: _sample_records(run, questions, split)
-            for split, questions in (("train", examples), ("dev", dev_examples or []))
-        }
-        counts = {split: record_counts(items) for split, items in records.items()}
-        payload = {
-            "counts": counts,
-            "sample_model": config.sample_model or config.model,
-            "sampling": config_to_dict(sampling_settings(config, config.num_samples)),
-            "records": {split: [asdict(r) for r in items] for split, items in records.items()},
-        }
+        if config.records_from:
+            source = rm_data_source(config.records_from)
+            payload = {**json.loads(source.read_text()), "records_from": str(source)}
+        else:
+            payload = _sampled_payload(run, examples, dev_examples)
         write_json_atomic(path, payload, indent=1)
-        logger.info("reward-model data in %s: %s", path, json.dumps(counts))
+        logger.info("reward-model data in %s: %s", path, json.dumps(payload["counts"]))
     run.accelerator.wait_for_everyone()
     stored = json.loads(path.read_text())["records"]
     return [RMRecord(**r) for r in stored["train"]], [RMRecord(**r) for r in stored["dev"]]
+
+
+def _sampled_payload(
+    run: TrainingRun, examples: list[Example], dev_examples: list[Example] | None
+) -> dict[str, Any]:
+    """RM_DATA's content: records sampled from the train and dev questions, with their counts."""
+    config: RewardModelConfig = run.config
+    records = {
+        split: _sample_records(run, questions, split)
+        for split, questions in (("train", examples), ("dev", dev_examples or []))
+    }
+    return {
+        "counts": {split: record_counts(items) for split, items in records.items()},
+        "sample_model": config.sample_model or config.model,
+        "sampling": config_to_dict(sampling_settings(config, config.num_samples)),
+        "records": {split: [asdict(r) for r in items] for split, items in records.items()},
+    }
 
 
 def _sample_records(run: TrainingRun, questions: list[Example], split: str) -> list[RMRecord]:
@@ -183,6 +200,8 @@ def _sample_records(run: TrainingRun, questions: list[Example], split: str) -> l
 class RMFeatures:
     input_ids: list[int]
     label: int
+    id: str = ""
+    """Id of the question the solution answers (the listwise loss groups by it)."""
 
 
 def tokenize_rm(
@@ -199,22 +218,105 @@ def tokenize_rm(
                 continue
             ids = ids[:max_length]
             report.truncated += 1
-        features.append(RMFeatures(ids, record.label))
+        features.append(RMFeatures(ids, record.label, record.id))
     report.kept = len(features)
     return features, report
 
 
+def _group_logsumexp(values: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """log(sum(exp(values[i]) for i in group g)) for g in range(num_groups): [num_groups].
+
+    values: [N] (-inf allowed, but every group needs one finite value); groups: [N] long in
+    [0, num_groups). Shifted by each group's (detached) maximum so large scores do not overflow.
+    """
+    peak = torch.full((num_groups,), -math.inf, dtype=values.dtype, device=values.device)
+    peak = peak.scatter_reduce(0, groups, values.detach(), reduce="amax")
+    total = torch.zeros_like(peak).index_add(0, groups, torch.exp(values - peak[groups]))
+    return peak + torch.log(total)
+
+
+def listwise_loss_sum(
+    scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+) -> torch.Tensor:
+    """Sum over the groups with a correct AND a wrong solution of -log(softmax mass on the correct
+    ones): -log(sum_{i correct} exp(s_i) / sum_i exp(s_i)) over the group's solutions i.
+
+    scores: [N] float, s_i = logit[1] - logit[0] of solution i; labels: [N] 0/1; groups: [N] any
+    integer id of the group (question) of each solution. Groups with one label add nothing; with
+    none mixed the result is a zero that still has a gradient. Plain loop it equals:
+        total = 0.0
+        for g in set(groups):
+            s = [scores[i] for i in range(N) if groups[i] == g]
+            y = [labels[i] for i in range(N) if groups[i] == g]
+            if 0 < sum(y) < len(y):
+                mass = sum(math.exp(a) for a, b in zip(s, y) if b) / sum(math.exp(a) for a in s)
+                total += -math.log(mass)
+        return total
+    """
+    positive = labels.bool()
+    _, index = torch.unique(groups, return_inverse=True)
+    members = torch.bincount(index).to(scores.dtype)
+    correct = torch.bincount(index, weights=positive.to(scores.dtype))
+    mixed = ((correct > 0) & (correct < members))[index]  # [N]: its group has both labels
+    scores, positive = scores[mixed], positive[mixed]
+    _, index = torch.unique(index[mixed], return_inverse=True)  # renumbered mixed groups
+    num_groups = int(index.max()) + 1 if index.numel() else 0
+    all_ = _group_logsumexp(scores, index, num_groups)
+    right = _group_logsumexp(scores.masked_fill(~positive, -math.inf), index, num_groups)
+    return (all_ - right).sum()
+
+
+def question_groups(features: list[RMFeatures], max_size: int) -> list[list[RMFeatures]]:
+    """Each question's solutions in order of first appearance, a question with more than max_size
+    split into consecutive groups of at most max_size (so a group fits one micro-batch)."""
+    by_question: dict[str, list[RMFeatures]] = {}
+    for feature in features:
+        by_question.setdefault(feature.id, []).append(feature)
+    return [
+        solutions[start : start + max_size]
+        for solutions in by_question.values()
+        for start in range(0, len(solutions), max_size)
+    ]
+
+
+def pack_groups(groups: list[list[RMFeatures]], max_size: int) -> list[list[list[RMFeatures]]]:
+    """Consecutive groups packed into micro-batches of at most max_size solutions (a group is never
+    split; one larger than max_size is a micro-batch of its own)."""
+    packs: list[list[list[RMFeatures]]] = []
+    size = 0
+    for group in groups:
+        if not packs or size + len(group) > max_size:
+            packs.append([])
+            size = 0
+        packs[-1].append(group)
+        size += len(group)
+    return packs
+
+
+def _is_mixed(group: list[RMFeatures]) -> bool:
+    return len({feature.label for feature in group}) == 2
+
+
+def _logits(run: TrainingRun, chunk: list[RMFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B, 2] in float32, labels [B]) of a chunk of solutions."""
+    batch = pad_right([f.input_ids for f in chunk], run.tokenizer.pad_token_id)
+    labels = torch.tensor([f.label for f in chunk], device=run.device)
+    logits = run.model(**{k: v.to(run.device) for k, v in batch.items()}).logits.float()
+    return logits, labels
+
+
 class RewardModelStep:
-    """One optimizer step of cross-entropy over a global batch of labelled solutions."""
+    """loss=pointwise: one optimizer step of cross-entropy over a global batch of solutions."""
 
     def __init__(self, run: TrainingRun, features: list[RMFeatures]) -> None:
         self.run, self.features = run, features
 
+    def step_counts(self) -> tuple[int, int]:
+        """(steps per epoch, total steps)."""
+        return step_counts(len(self.features), self.run.config, "reward-model examples")
+
     def loss_sum(self, chunk: list[RMFeatures]) -> tuple[torch.Tensor, dict[str, float]]:
-        run = self.run
-        batch = pad_right([f.input_ids for f in chunk], run.tokenizer.pad_token_id)
-        labels = torch.tensor([f.label for f in chunk], device=run.device)
-        logits = run.model(**{k: v.to(run.device) for k, v in batch.items()}).logits.float()
+        logits, labels = _logits(self.run, chunk)
         loss = F.cross_entropy(logits, labels, reduction="sum")
         return loss, {"correct": float((logits.argmax(dim=-1) == labels).sum())}
 
@@ -234,6 +336,92 @@ class RewardModelStep:
         }
 
 
+class ListwiseRewardModelStep:
+    """loss=listwise: one optimizer step over a global batch of whole question groups (sharded by
+    group): mean listwise loss over the batch's mixed groups + pointwise_weight x mean cross-entropy
+    over its solutions. Groups per step: batch_size x groups / solutions, rounded (at least 1), so a
+    step sees about batch_size solutions."""
+
+    def __init__(self, run: TrainingRun, features: list[RMFeatures]) -> None:
+        config = run.config
+        self.run, self.features = run, features
+        self.groups = question_groups(features, config.micro_batch_size)
+        share = config.batch_size * len(self.groups) / max(len(features), 1)
+        self.groups_per_step = max(1, round(share))
+        logger.info("listwise: %d questions in %d groups of at most %d solutions; %d groups a step",
+                    len({f.id for f in features}), len(self.groups), config.micro_batch_size,
+                    self.groups_per_step)  # fmt: skip
+        if self.groups_per_step < run.num_processes:
+            raise ValueError(
+                f"batch_size {config.batch_size} gives {self.groups_per_step} question groups per "
+                f"step, fewer than the {run.num_processes} processes"
+            )
+
+    def step_counts(self) -> tuple[int, int]:
+        """(steps per epoch, total steps) over the question groups, as batching.step_counts."""
+        config = self.run.config
+        per_epoch = len(self.groups) // self.groups_per_step
+        if per_epoch < 1:
+            raise ValueError(
+                f"{len(self.groups)} question groups, fewer than one step's {self.groups_per_step}"
+            )
+        return per_epoch, config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
+
+    def loss_fn(self, mixed: int, solutions: int) -> Callable[[list], tuple[torch.Tensor, dict]]:
+        """loss_sum_fn for one pack of groups: this pack's share of the batch's total loss."""
+        weight = self.run.config.pointwise_weight
+
+        def pack_loss(chunk: list[list[list[RMFeatures]]]) -> tuple[torch.Tensor, dict]:
+            (pack,) = chunk
+            flat = [feature for group in pack for feature in group]
+            groups = torch.tensor([g for g, group in enumerate(pack) for _ in group])
+            logits, labels = _logits(self.run, flat)
+            margins = logits[:, 1] - logits[:, 0]
+            listwise = listwise_loss_sum(margins, labels, groups.to(labels.device))
+            cross_entropy = F.cross_entropy(logits, labels, reduction="sum")
+            loss = listwise / max(mixed, 1) + weight * cross_entropy / solutions
+            return loss, {"listwise_sum": listwise.item(), "ce_sum": cross_entropy.item(),
+                          "correct": float((logits.argmax(dim=-1) == labels).sum())}  # fmt: skip
+
+        return pack_loss
+
+    def batch(self, step: int) -> list[list[RMFeatures]]:
+        """The question groups of step `step`'s global batch: a seeded order per epoch, as
+        batching.global_batch over groups."""
+        config = self.run.config
+        order = global_batch(len(self.groups), self.groups_per_step, config.seed, step)
+        return [self.groups[i] for i in order]
+
+    def __call__(self, step: int) -> dict[str, float]:
+        run, config = self.run, self.run.config
+        batch = self.batch(step)
+        solutions, mixed = sum(len(g) for g in batch), sum(_is_mixed(g) for g in batch)
+        local = shard(batch, run.accelerator.process_index, run.num_processes)
+        packs = pack_groups(local, config.micro_batch_size)
+        loss_fn = self.loss_fn(mixed, solutions)
+        keys = ("loss_sum", "listwise_sum", "ce_sum", "correct")
+        sums = torch.zeros(len(keys), device=run.device)
+        for index, pack in enumerate(packs):  # DDP averages over processes: scale by their count
+            part = backward_micro_batches(run, [pack], loss_fn, run.num_processes,
+                                          sync=index == len(packs) - 1)  # fmt: skip
+            sums += torch.tensor([part.get(key, 0.0) for key in keys], device=run.device)
+        grad_norm = run.clip_and_step()
+        loss_sum, listwise_sum, ce_sum, correct = run.accelerator.reduce(sums, "sum").tolist()
+        return {
+            "loss": loss_sum,
+            "listwise": listwise_sum / max(mixed, 1),
+            "cross_entropy": ce_sum / solutions,
+            "accuracy": correct / solutions,
+            "mixed_groups": mixed / len(batch),
+            "solutions": float(solutions),
+            "grad_norm": grad_norm,
+        }
+
+
+RM_STEPS = {RMLoss.pointwise: RewardModelStep, RMLoss.listwise: ListwiseRewardModelStep}
+"""The optimizer step of each loss, chosen once from the config."""
+
+
 def make_rm_evaluator(
     run: TrainingRun, records: list[RMRecord]
 ) -> Callable[[], dict[str, float]] | None:
@@ -251,8 +439,11 @@ def make_rm_evaluator(
 
 def run_reward_model(config: RewardModelConfig) -> RunState:
     """Build the labelled data, then train the classifier; returns the final state."""
-    run = TrainingRun(config, stage="rm", dev_metric="auc")
-    examples, dev_examples = load_train_and_dev(config)
+    own_copy = Path(config.out_dir) / RM_DATA
+    if config.records_from and not (config.resume and own_copy.is_file()):
+        rm_data_source(config.records_from)  # fails before anything is written
+    run = TrainingRun(config, stage="rm", dev_metric=config.select_metric.value)
+    examples, dev_examples = ([], None) if config.records_from else load_train_and_dev(config)
     train_records, dev_records = rm_records(run, examples, dev_examples)
     source = run.model_source()
     tokenizer = load_tokenizer(source)
@@ -261,10 +452,11 @@ def run_reward_model(config: RewardModelConfig) -> RunState:
     logger.info("tokenised the reward-model data: %s", report.summary())
     if len({f.label for f in features}) < 2:
         logger.warning("the reward-model training data has a single label: %s", _labels(features))
-    steps_per_epoch, total = step_counts(len(features), config, "reward-model examples")
+    step = RM_STEPS[config.loss](run, features)
+    steps_per_epoch, total = step.step_counts()
     run.prepare(model, tokenizer, total_steps=total, steps_per_epoch=steps_per_epoch)
     run.accumulation_steps()  # fails early when the batch does not split over processes
-    return run.train(RewardModelStep(run, features), make_rm_evaluator(run, dev_records))
+    return run.train(step, make_rm_evaluator(run, dev_records))
 
 
 def _labels(features: list[RMFeatures]) -> dict[int, int]:

@@ -40,9 +40,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from reft.config import config_to_dict
 from reft.data.errors import DataError
 from reft.data.example import CotKind, Example
@@ -52,12 +49,11 @@ from reft.evaluate.predict import QuestionResult
 from reft.evaluate.rerank import pick_best, roc_auc, within_question_auc
 from reft.files import write_json_atomic
 from reft.models.load import load_tokenizer
-from reft.models.reward_model import load_reward_model, pad_right, rm_input_ids, score_solutions
-from reft.train.batching import global_batch, shard, step_counts
-from reft.train.config import RewardModelConfig, RMLoss
+from reft.models.reward_model import load_reward_model, rm_input_ids, score_solutions
+from reft.train.config import RewardModelConfig
 from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
-from reft.train.sft import backward_micro_batches
+from reft.train.reward_model_steps import RM_STEPS, RMFeatures
 from reft.train.solution_sampling import first_unique, sample_training_solutions, sampling_settings
 
 logger = logging.getLogger(__name__)
@@ -196,14 +192,6 @@ def _sample_records(run: TrainingRun, questions: list[Example], split: str) -> l
     return build_rm_records(results, config.cot, config.max_unique_per_question)
 
 
-@dataclass(frozen=True)
-class RMFeatures:
-    input_ids: list[int]
-    label: int
-    id: str = ""
-    """Id of the question the solution answers (the listwise loss groups by it)."""
-
-
 def tokenize_rm(
     records: list[RMRecord], tokenizer, max_length: int, overlength: OverlengthPolicy
 ) -> tuple[list[RMFeatures], TokenizationReport]:
@@ -221,205 +209,6 @@ def tokenize_rm(
         features.append(RMFeatures(ids, record.label, record.id))
     report.kept = len(features)
     return features, report
-
-
-def _group_logsumexp(values: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """log(sum(exp(values[i]) for i in group g)) for g in range(num_groups): [num_groups].
-
-    values: [N] (-inf allowed, but every group needs one finite value); groups: [N] long in
-    [0, num_groups). Shifted by each group's (detached) maximum so large scores do not overflow.
-    """
-    peak = torch.full((num_groups,), -math.inf, dtype=values.dtype, device=values.device)
-    peak = peak.scatter_reduce(0, groups, values.detach(), reduce="amax")
-    total = torch.zeros_like(peak).index_add(0, groups, torch.exp(values - peak[groups]))
-    return peak + torch.log(total)
-
-
-def listwise_loss_sum(
-    scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
-) -> torch.Tensor:
-    """Sum over the groups with a correct AND a wrong solution of -log(softmax mass on the correct
-    ones): -log(sum_{i correct} exp(s_i) / sum_i exp(s_i)) over the group's solutions i.
-
-    scores: [N] float, s_i = logit[1] - logit[0] of solution i; labels: [N] 0/1; groups: [N] any
-    integer id of the group (question) of each solution. Groups with one label add nothing; with
-    none mixed the result is a zero that still has a gradient. Plain loop it equals:
-        total = 0.0
-        for g in set(groups):
-            s = [scores[i] for i in range(N) if groups[i] == g]
-            y = [labels[i] for i in range(N) if groups[i] == g]
-            if 0 < sum(y) < len(y):
-                mass = sum(math.exp(a) for a, b in zip(s, y) if b) / sum(math.exp(a) for a in s)
-                total += -math.log(mass)
-        return total
-    """
-    positive = labels.bool()
-    _, index = torch.unique(groups, return_inverse=True)
-    members = torch.bincount(index).to(scores.dtype)
-    correct = torch.bincount(index, weights=positive.to(scores.dtype))
-    mixed = ((correct > 0) & (correct < members))[index]  # [N]: its group has both labels
-    scores, positive = scores[mixed], positive[mixed]
-    _, index = torch.unique(index[mixed], return_inverse=True)  # renumbered mixed groups
-    num_groups = int(index.max()) + 1 if index.numel() else 0
-    all_ = _group_logsumexp(scores, index, num_groups)
-    right = _group_logsumexp(scores.masked_fill(~positive, -math.inf), index, num_groups)
-    return (all_ - right).sum()
-
-
-def question_groups(features: list[RMFeatures], max_size: int) -> list[list[RMFeatures]]:
-    """Each question's solutions in order of first appearance, a question with more than max_size
-    split into consecutive groups of at most max_size (so a group fits one micro-batch)."""
-    by_question: dict[str, list[RMFeatures]] = {}
-    for feature in features:
-        by_question.setdefault(feature.id, []).append(feature)
-    return [
-        solutions[start : start + max_size]
-        for solutions in by_question.values()
-        for start in range(0, len(solutions), max_size)
-    ]
-
-
-def pack_groups(groups: list[list[RMFeatures]], max_size: int) -> list[list[list[RMFeatures]]]:
-    """Consecutive groups packed into micro-batches of at most max_size solutions (a group is never
-    split; one larger than max_size is a micro-batch of its own)."""
-    packs: list[list[list[RMFeatures]]] = []
-    size = 0
-    for group in groups:
-        if not packs or size + len(group) > max_size:
-            packs.append([])
-            size = 0
-        packs[-1].append(group)
-        size += len(group)
-    return packs
-
-
-def _is_mixed(group: list[RMFeatures]) -> bool:
-    return len({feature.label for feature in group}) == 2
-
-
-def _logits(run: TrainingRun, chunk: list[RMFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [B, 2] in float32, labels [B]) of a chunk of solutions."""
-    batch = pad_right([f.input_ids for f in chunk], run.tokenizer.pad_token_id)
-    labels = torch.tensor([f.label for f in chunk], device=run.device)
-    logits = run.model(**{k: v.to(run.device) for k, v in batch.items()}).logits.float()
-    return logits, labels
-
-
-class RewardModelStep:
-    """loss=pointwise: one optimizer step of cross-entropy over a global batch of solutions."""
-
-    def __init__(self, run: TrainingRun, features: list[RMFeatures]) -> None:
-        self.run, self.features = run, features
-
-    def step_counts(self) -> tuple[int, int]:
-        """(steps per epoch, total steps)."""
-        return step_counts(len(self.features), self.run.config, "reward-model examples")
-
-    def loss_sum(self, chunk: list[RMFeatures]) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, labels = _logits(self.run, chunk)
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        return loss, {"correct": float((logits.argmax(dim=-1) == labels).sum())}
-
-    def __call__(self, step: int) -> dict[str, float]:
-        run, config = self.run, self.run.config
-        indices = global_batch(len(self.features), config.batch_size, config.seed, step)
-        batch = [self.features[i] for i in indices]
-        local = shard(batch, run.accelerator.process_index, run.num_processes)
-        totals = backward_micro_batches(run, local, self.loss_sum, run.num_processes / len(batch))
-        grad_norm = run.clip_and_step()
-        sums = torch.tensor([totals["loss_sum"], totals.get("correct", 0.0)], device=run.device)
-        loss_sum, correct = run.accelerator.reduce(sums, "sum").tolist()
-        return {
-            "loss": loss_sum / len(batch),
-            "accuracy": correct / len(batch),
-            "grad_norm": grad_norm,
-        }
-
-
-class ListwiseRewardModelStep:
-    """loss=listwise: one optimizer step over a global batch of whole question groups (sharded by
-    group): mean listwise loss over the batch's mixed groups + pointwise_weight x mean cross-entropy
-    over its solutions. Groups per step: batch_size x groups / solutions, rounded (at least 1), so a
-    step sees about batch_size solutions."""
-
-    def __init__(self, run: TrainingRun, features: list[RMFeatures]) -> None:
-        config = run.config
-        self.run, self.features = run, features
-        self.groups = question_groups(features, config.micro_batch_size)
-        share = config.batch_size * len(self.groups) / max(len(features), 1)
-        self.groups_per_step = max(1, round(share))
-        logger.info("listwise: %d questions in %d groups of at most %d solutions; %d groups a step",
-                    len({f.id for f in features}), len(self.groups), config.micro_batch_size,
-                    self.groups_per_step)  # fmt: skip
-        if self.groups_per_step < run.num_processes:
-            raise ValueError(
-                f"batch_size {config.batch_size} gives {self.groups_per_step} question groups per "
-                f"step, fewer than the {run.num_processes} processes"
-            )
-
-    def step_counts(self) -> tuple[int, int]:
-        """(steps per epoch, total steps) over the question groups, as batching.step_counts."""
-        config = self.run.config
-        per_epoch = len(self.groups) // self.groups_per_step
-        if per_epoch < 1:
-            raise ValueError(
-                f"{len(self.groups)} question groups, fewer than one step's {self.groups_per_step}"
-            )
-        return per_epoch, config.max_steps or max(1, math.ceil(config.epochs * per_epoch))
-
-    def loss_fn(self, mixed: int, solutions: int) -> Callable[[list], tuple[torch.Tensor, dict]]:
-        """loss_sum_fn for one pack of groups: this pack's share of the batch's total loss."""
-        weight = self.run.config.pointwise_weight
-
-        def pack_loss(chunk: list[list[list[RMFeatures]]]) -> tuple[torch.Tensor, dict]:
-            (pack,) = chunk
-            flat = [feature for group in pack for feature in group]
-            groups = torch.tensor([g for g, group in enumerate(pack) for _ in group])
-            logits, labels = _logits(self.run, flat)
-            margins = logits[:, 1] - logits[:, 0]
-            listwise = listwise_loss_sum(margins, labels, groups.to(labels.device))
-            cross_entropy = F.cross_entropy(logits, labels, reduction="sum")
-            loss = listwise / max(mixed, 1) + weight * cross_entropy / solutions
-            return loss, {"listwise_sum": listwise.item(), "ce_sum": cross_entropy.item(),
-                          "correct": float((logits.argmax(dim=-1) == labels).sum())}  # fmt: skip
-
-        return pack_loss
-
-    def batch(self, step: int) -> list[list[RMFeatures]]:
-        """The question groups of step `step`'s global batch: a seeded order per epoch, as
-        batching.global_batch over groups."""
-        config = self.run.config
-        order = global_batch(len(self.groups), self.groups_per_step, config.seed, step)
-        return [self.groups[i] for i in order]
-
-    def __call__(self, step: int) -> dict[str, float]:
-        run, config = self.run, self.run.config
-        batch = self.batch(step)
-        solutions, mixed = sum(len(g) for g in batch), sum(_is_mixed(g) for g in batch)
-        local = shard(batch, run.accelerator.process_index, run.num_processes)
-        packs = pack_groups(local, config.micro_batch_size)
-        loss_fn = self.loss_fn(mixed, solutions)
-        keys = ("loss_sum", "listwise_sum", "ce_sum", "correct")
-        sums = torch.zeros(len(keys), device=run.device)
-        for index, pack in enumerate(packs):  # DDP averages over processes: scale by their count
-            part = backward_micro_batches(run, [pack], loss_fn, run.num_processes,
-                                          sync=index == len(packs) - 1)  # fmt: skip
-            sums += torch.tensor([part.get(key, 0.0) for key in keys], device=run.device)
-        grad_norm = run.clip_and_step()
-        loss_sum, listwise_sum, ce_sum, correct = run.accelerator.reduce(sums, "sum").tolist()
-        return {
-            "loss": loss_sum,
-            "listwise": listwise_sum / max(mixed, 1),
-            "cross_entropy": ce_sum / solutions,
-            "accuracy": correct / solutions,
-            "mixed_groups": mixed / len(batch),
-            "solutions": float(solutions),
-            "grad_norm": grad_norm,
-        }
-
-
-RM_STEPS = {RMLoss.pointwise: RewardModelStep, RMLoss.listwise: ListwiseRewardModelStep}
-"""The optimizer step of each loss, chosen once from the config."""
 
 
 def make_rm_evaluator(

@@ -191,12 +191,15 @@ def test_quick_demo_end_to_end(tmp_path):
     assert results["config"]["quick"] is True
     report = (out / "report.md").read_text()
     assert "| ReFT |" in report and "Voting@2" in report
-    for figure in ("dev_accuracy.png", "accuracy.png", "reft_training.png"):
+    for figure in ("dev_accuracy.png", "accuracy.png", "accuracy_vs_k.png", "reft_training.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({figure})" in report
     assert "| ReFT |" in run.stdout  # the table is printed at the end
     commands = (out / "seed_0" / "commands.sh").read_text()
-    assert commands.count("\nreft ") == 4 + 21  # the base's corpora and stage, then the seed's
+    assert commands.count("\nreft ") == 4 + 24  # the base's corpora and stage, then the seed's
+    # SFT and ReFT drew curve_k samples: the figure's curves reach it, the table reads k from them.
+    assert {"sft", "reft"} <= set(results["k_curves"])
+    assert results["k_curves"]["reft"]["k"][-1] == results["config"]["curve_k"]
     assert set(results["generalisation"]["reft"]) >= {"train", "test", "shifted"}
     base = json.loads((out / "base.json").read_text())
     assert base["cached"] is False and Path(base["start"]).is_dir()

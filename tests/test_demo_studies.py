@@ -41,15 +41,17 @@ def test_ablations_are_reft_stages_from_one_warmup_with_their_changes(tmp_path):
 
 
 def test_warmup_study_starts_reft_from_each_warmup_length(tmp_path):
-    config = study_config("warmup", overrides=("warmup_epochs=[2,8]",))
+    shipped = study_config("warmup").warmup["stop_epochs"]
+    config = study_config("warmup", overrides=(f"warmup_epochs=[2,{shipped}]",))
     stages, variants = plan_study(config, 0, tmp_path / "s", tmp_path / "d", "BASE")
     by_name = {stage.name: stage for stage in stages}
-    assert variants == ["sft", "warmup_e2", "reft_e2", "warmup", "reft_e8"]
+    assert variants == ["sft", "warmup_e2", "reft_e2", "warmup", f"reft_e{shipped}"]
     assert _settings(by_name["warmup_e2"])["stop_epochs"] == "2"
     assert _settings(by_name["warmup_e2"])["epochs"] == _settings(by_name["warmup"])["epochs"]
-    assert "warmup_e8" not in by_name, "the shipped length reuses the shipped warm-up"
+    assert f"warmup_e{shipped}" not in by_name, "the shipped length reuses the shipped warm-up"
     assert _settings(by_name["reft_e2"])["model"] == str(tmp_path / "s" / "warmup_e2" / "final")
-    assert _settings(by_name["reft_e8"])["model"] == str(tmp_path / "s" / "warmup" / "final")
+    reft_shipped = by_name[f"reft_e{shipped}"]
+    assert _settings(reft_shipped)["model"] == str(tmp_path / "s" / "warmup" / "final")
     assert _settings(by_name["sft"])["model"] == str(tmp_path / "s" / "warmup" / "final")
     assert _settings(by_name["eval_warmup_e2"])["model"].endswith("warmup_e2/final")
     assert _settings(by_name["eval_reft_e2"])["model"].endswith("reft_e2/best")

@@ -341,9 +341,10 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
         results_table(results),
         "",
         "Each method is evaluated at its best dev checkpoint (the warm-up at its last); the test split "
-        "is used for this table only. Rerank uses an outcome reward model trained on samples of the "
-        f"SFT baseline on the training questions. Pass@{results['k']}: any of the K samples is right "
-        "(the ceiling that voting and rerank choose under).",
+        "is used for this table only. Rerank: each method's own outcome reward model (initialised "
+        "from its model, trained on the warm-up's samples of the training questions) picks one of "
+        f"the K samples. Pass@{results['k']}: any of the K samples is right (the ceiling that "
+        "voting and rerank choose under).",
         "",
         _reward_model_line(results.get("reward_model_dev", {})),
         "",

@@ -243,3 +243,16 @@ def test_table_reads_k_from_the_curves_of_an_eval_that_drew_more_samples():
     assert at_k({"pass@32": 0.9}, curves, "pass", 8) == 0.7
     with pytest.raises(KeyError, match="rerank@8"):
         at_k({"voting@32": 0.6}, curves, "rerank", 8)
+
+
+def test_reranker_test_quality_is_read_from_each_test_eval(tmp_path):
+    from reft.demo.report import seed_reranker_test
+
+    quality = {"auc": 0.7, "auc_within": 0.55, "pairs_within": 12}
+    (tmp_path / "eval" / "reft").mkdir(parents=True)
+    (tmp_path / "eval" / "reft" / "results.json").write_text(
+        json.dumps({"metrics": {"top1": 0.3}, "reranker": quality})
+    )
+    (tmp_path / "eval" / "sft").mkdir(parents=True)  # an eval without a reranker: left out
+    (tmp_path / "eval" / "sft" / "results.json").write_text(json.dumps({"metrics": {"top1": 0.2}}))
+    assert seed_reranker_test(tmp_path) == {"reft": quality}

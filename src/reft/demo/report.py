@@ -130,6 +130,18 @@ def seed_reward_model(seed_dir: Path) -> dict[str, dict[str, float]]:
     return table
 
 
+def seed_reranker_test(seed_dir: Path) -> dict[str, dict[str, float]]:
+    """{method: how its reward model orders its own test samples}: pooled AUC, within-question AUC
+    and the number of (right, wrong) pairs, from each test eval's `reranker` entry."""
+    table = {}
+    for method in METHODS:
+        path = seed_dir / "eval" / method / "results.json"
+        reranker = json.loads(path.read_text()).get("reranker") if path.exists() else None
+        if reranker:
+            table[method] = reranker
+    return table
+
+
 def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:
     """Each method's training budget: optimizer steps, epochs and wall-clock seconds of its own stage,
     and `total_seconds` including the warm-up it starts from."""
@@ -220,6 +232,9 @@ def build_results(
         "generalisation_per_seed": {str(seed): generalisation[seed] for seed in seeds},
         "reward_model_dev": {
             str(seed): seed_reward_model(out_dir / f"seed_{seed}") for seed in seeds
+        },
+        "reranker_test": {
+            str(seed): seed_reranker_test(out_dir / f"seed_{seed}") for seed in seeds
         },
         "budget_seconds": budget_seconds,
         "budgets": {str(seed): budgets[seed] for seed in seeds},

@@ -65,17 +65,23 @@ def at_k(metrics: dict[str, Any], curves: dict | None, column: str, k: int) -> f
     raise KeyError(f"no {column}@{k} in the eval's metrics or curves")
 
 
+def eval_entries(seed_dir: Path, key: str) -> dict[str, Any]:
+    """{method: the `key` entry of its test eval's results.json} for every method whose eval has
+    one (older results, and evals without samples or a reranker, are left out)."""
+    entries = {}
+    for method in ("warmup", *METHODS):
+        path = seed_dir / "eval" / method / "results.json"
+        entry = json.loads(path.read_text()).get(key) if path.exists() else None
+        if entry:
+            entries[method] = entry
+    return entries
+
+
 def seed_k_curves(seed_dir: Path) -> dict[str, dict[str, list[float]]]:
     """{method: {"k": [...], "voting": [...], "rerank": [...], "pass": [...]}} for one seed: the
     curves of each test eval that has them (sampled evals of a `reft eval` that writes curves; the
     greedy warm-up eval and older results have none and are left out)."""
-    curves = {}
-    for method in ("warmup", *METHODS):
-        path = seed_dir / "eval" / method / "results.json"
-        method_curves = json.loads(path.read_text()).get("curves") if path.exists() else None
-        if method_curves:
-            curves[method] = method_curves
-    return curves
+    return eval_entries(seed_dir, "curves")
 
 
 def mean_k_curves(per_seed: dict[int, dict[str, dict[str, list[float]]]]) -> dict[str, dict]:
@@ -133,13 +139,7 @@ def seed_reward_model(seed_dir: Path) -> dict[str, dict[str, float]]:
 def seed_reranker_test(seed_dir: Path) -> dict[str, dict[str, float]]:
     """{method: how its reward model orders its own test samples}: pooled AUC, within-question AUC
     and the number of (right, wrong) pairs, from each test eval's `reranker` entry."""
-    table = {}
-    for method in METHODS:
-        path = seed_dir / "eval" / method / "results.json"
-        reranker = json.loads(path.read_text()).get("reranker") if path.exists() else None
-        if reranker:
-            table[method] = reranker
-    return table
+    return eval_entries(seed_dir, "reranker")
 
 
 def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:

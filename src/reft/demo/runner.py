@@ -1,4 +1,5 @@
-"""Runs the demo's stages as `reft` subprocesses, several at once, with a live progress display.
+"""Runs the demo's stages as `reft` processes (reft.demo.launch), several at once, with a live progress
+display.
 
 Small models on a CPU are bound by per-step overhead, not FLOPs, so two single-threaded stages side by
 side do nearly twice the work of one stage with two threads (measured on a 2-core VM; two processes
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from reft.demo.launch import StageProcess, launch_stage
 from reft.demo.stages import Stage
 from reft.files import write_json_atomic
 
@@ -52,7 +53,7 @@ def done_marker(stage: Stage) -> Path:
 
 
 class StageRunner:
-    """Runs `stages` (respecting `needs`) with up to `workers` subprocesses at a time."""
+    """Runs `stages` (respecting `needs`) with up to `workers` processes at a time."""
 
     def __init__(self, stages: list[Stage], logs_dir: Path, workers: int, label: str = "",
                  stream: TextIO = sys.stdout, clock: Callable[[], float] = time.time,
@@ -79,7 +80,7 @@ class StageRunner:
                 self.records[stage.name] = StageRecord(**json.loads(marker.read_text())["record"])
             else:
                 pending.append(stage)
-        running: dict[str, tuple[Stage, subprocess.Popen, float, TextIO]] = {}
+        running: dict[str, tuple[Stage, StageProcess, float, TextIO]] = {}
         try:
             while pending or running:
                 for name, (stage, process, started, log) in list(running.items()):
@@ -112,23 +113,15 @@ class StageRunner:
             self._clear_live()
         return self.records
 
-    def _launch(self, stage: Stage) -> tuple[subprocess.Popen, float, TextIO]:
+    def _launch(self, stage: Stage) -> tuple[StageProcess, float, TextIO]:
         argv = list(stage.argv)
         if stage.trains and stage.out_dir.exists():
             argv.append("resume=true")  # an interrupted run continues from its last checkpoint
-        env = os.environ | {
-            "OMP_NUM_THREADS": str(self.threads),
-            "MKL_NUM_THREADS": str(self.threads),
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        log = (self.logs_dir / f"{stage.name}.log").open("a")
+        path = self.logs_dir / f"{stage.name}.log"
+        log = path.open("a")
         log.write(f"$ {stage.command_line()}\n")
         log.flush()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "reft", *argv], stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
-        return process, self.clock(), log
+        return launch_stage(argv, path, self.threads), self.clock(), log
 
     def _finish(self, stage: Stage, started: float, demo_start: float) -> None:
         record = StageRecord(stage.name, self.clock() - started, started - demo_start)

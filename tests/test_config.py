@@ -239,3 +239,35 @@ def test_every_sampling_command_takes_the_shared_sections_by_either_name(
 def test_section_ranges_are_checked_when_the_config_is_built(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(PPOConfig, None, [override])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sft", "lr=0.5", "seed=3", "--epochs", "2", "--out-dir", "o"],
+        ["sft", "--epochs", "2", "lr=0.5", "--out-dir", "o", "seed=3"],
+        ["sft", "--epochs", "2", "--out-dir", "o", "lr=0.5", "seed=3"],
+    ],
+)
+def test_overrides_are_accepted_before_between_and_after_options(argv):
+    from reft.cli import parse_command_line
+    from reft.train.config import SFTConfig
+
+    config = config_from_args(SFTConfig, parse_command_line([*argv, "model=m", "train_data=t"]))
+    assert (config.lr, config.seed, config.epochs, config.out_dir) == (0.5, 3, 2, "o")
+
+
+def test_a_switch_does_not_eat_the_override_after_it():
+    from reft.cli import parse_command_line
+    from reft.demo.config import DemoConfig
+
+    config = config_from_args(DemoConfig, parse_command_line(["demo", "--resume", "seeds=4"]))
+    assert config.resume is True and config.seeds == "4"
+
+
+def test_a_stray_word_is_still_an_error(capsys):
+    from reft.cli import parse_command_line
+
+    with pytest.raises(SystemExit) as stop:
+        parse_command_line(["sft", "lr=0.5", "--epochs", "2", "oops"])
+    assert stop.value.code == 2 and "unrecognized arguments: oops" in capsys.readouterr().err

@@ -64,8 +64,22 @@ def leave_process_group() -> None:
     torch.distributed.destroy_process_group()
 
 
+def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, with `key=value` overrides accepted anywhere: argparse takes one
+    run of positionals, so overrides typed after a later `--option` come back unrecognised and
+    join the others here, in the order typed (later ones win)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [arg for arg in extra if arg.startswith("-") or "=" not in arg]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

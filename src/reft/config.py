@@ -328,12 +328,19 @@ def add_config_arguments(
 
 def config_from_args(schema: type[T], args: argparse.Namespace) -> T:
     """Resolve a stage config from the arguments added by `add_config_arguments`."""
-    flags = [
-        f"{name.removeprefix(_FLAG_PREFIX)}={value}"
-        for name, value in vars(args).items()
-        if name.startswith(_FLAG_PREFIX) and value is not None
-    ]
-    return load_config(schema, args.config, [*args.overrides, *flags])
+    switches = {option.key for option in config_options(schema) if option.hint is bool}
+    flags, overrides = [], list(args.overrides)
+    for name, value in vars(args).items():
+        key = name.removeprefix(_FLAG_PREFIX)
+        if not name.startswith(_FLAG_PREFIX) or value is None:
+            continue
+        if key in switches and "=" in value:
+            # `--resume seeds=1`: argparse gave the next override to the switch as its value.
+            flags.append(f"{key}=true")
+            overrides.append(value)
+        else:
+            flags.append(f"{key}={value}")
+    return load_config(schema, args.config, [*overrides, *flags])
 
 
 _FLAG_PREFIX = "config_field__"

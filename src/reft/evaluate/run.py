@@ -34,6 +34,7 @@ from reft.evaluate.rerank import (
 )
 from reft.files import check_output_dir, check_output_file, write_json_atomic, write_jsonl_atomic
 from reft.models.load import load_causal_lm, load_tokenizer
+from reft.run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     `accuracy_curves`), "generation"}. The curves sit beside `metrics`, not in it, so `metrics` stays
     one number per name (`reft eval-table` reads every entry as an accuracy)."""
     out_dir = check_output_dir(config.out_dir)
+    with RunLock(out_dir):  # before anything is written there
+        return _evaluate(config, out_dir)
+
+
+def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     model, tokenizer, examples, grader = load_inference_inputs(config)
     save_run_config(config, out_dir)
     metrics: dict[str, Any] = {"questions": len(examples)}

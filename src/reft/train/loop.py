@@ -47,6 +47,7 @@ from reft.models.lora import (
     enable_gradient_checkpointing,
     merged_state_dict,
 )
+from reft.run_lock import RunLock
 from reft.train.config import TrainConfig
 from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
@@ -109,6 +110,8 @@ class TrainingRun:
             cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision.value
         )
         self.is_main = self.accelerator.is_main_process
+        self.lock = RunLock(self.out_dir) if self.is_main else None
+        """This run's hold on out_dir, taken before anything is written there."""
         if not self.is_main:  # one copy of every INFO line, from the main process
             logging.getLogger("reft").setLevel(logging.WARNING)
         self.checkpointer = Checkpointer(self.out_dir, keep_last=config.keep_last)
@@ -296,6 +299,7 @@ class TrainingRun:
             interrupted = self._interrupted(interrupt)
             if step % save_every == 0 or last or dev is not None or interrupted:
                 self.save(dev)
+                progress.unpause()  # else the bar's rate, so its ETA, counts evaluation and save
             if interrupted:
                 self._stop_for_interrupt()
             if out_of_time:

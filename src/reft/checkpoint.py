@@ -5,17 +5,20 @@ Layout under a run's output directory::
     checkpoints/step_000120/   config.json, model.safetensors, tokenizer files   (loadable by HF alone)
                                trainer_state.pt   optimizer, scheduler, RNG states, step, extra modules
                                reft_meta.json     step, epoch, metrics, elapsed seconds, config
+                               manifest.json      every file's size and SHA-256, written last
     checkpoints/latest         the name of the newest complete checkpoint
     final -> checkpoints/step_N   the last checkpoint of a finished run (a symlink)
     best/                      the checkpoint with the best dev metric (a complete copy)
 
 A checkpoint is written into a temporary directory and renamed into place, and `latest` is replaced
-atomically, so a run killed at any moment leaves only complete checkpoints behind.
+atomically, so a run killed at any moment leaves only complete checkpoints behind. A resume takes the
+newest checkpoint whose files still match its manifest (reft.manifest), setting corrupt ones aside.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -30,6 +33,9 @@ import numpy as np
 import torch
 
 from reft.files import removed_on_failure, write_text_atomic
+from reft.manifest import CorruptCheckpointError, manifest_problems, write_manifest
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 META_FILE = "reft_meta.json"
@@ -120,6 +126,7 @@ class Checkpointer:
             torch.save(state, tmp / STATE_FILE)
             meta = {"step": step, "saved_at": time.time(), **meta}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+            write_manifest(tmp)  # last: it vouches for every file above
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -136,6 +143,30 @@ class Checkpointer:
                 return Checkpoint(path, _step_of(path))
         complete = self.list()
         return complete[-1] if complete else None
+
+    def latest_intact(self) -> Checkpoint | None:
+        """The newest checkpoint whose files match its manifest, or None when there is none at all.
+
+        A corrupt newer one is renamed `corrupt-step_N` (kept, never resumed from or pruned) with a
+        warning naming its files; CorruptCheckpointError when checkpoints exist but none is intact.
+        """
+        newest = self.latest()
+        candidates = ([newest] if newest else []) + self.list()[::-1]
+        for checkpoint in dict.fromkeys(candidates):
+            problems = manifest_problems(checkpoint.path)
+            if not problems:
+                return checkpoint
+            aside = checkpoint.path.with_name(f"corrupt-{checkpoint.path.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            checkpoint.path.rename(aside)
+            logger.warning("checkpoint %s is corrupt (%s); moved to %s, trying the one before",
+                           checkpoint.path.name, "; ".join(problems), aside)  # fmt: skip
+        if candidates:
+            raise CorruptCheckpointError(
+                f"no intact checkpoint in {self.root}: every one differs from its manifest (moved to "
+                "corrupt-step_*). Start the run again without resume=true in a new out_dir"
+            )
+        return None
 
     def list(self) -> list[Checkpoint]:
         """Complete checkpoints, oldest first."""
@@ -175,6 +206,10 @@ class Checkpointer:
         """
         for stale in self.best_dir.parent.glob(".tmp-best-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        problems = manifest_problems(self.best_dir) if self.best_dir.is_dir() else []
+        if problems:  # copied again below from its checkpoint, if that is still kept
+            logger.warning("best/ is corrupt (%s); removing it", "; ".join(problems))
+            shutil.rmtree(self.best_dir)
         if best_step >= 0 and self.best_step() != best_step:
             source = next((c for c in self.list() if c.step == best_step), None)
             if source is not None:

@@ -29,6 +29,7 @@ from reft.demo.config import DemoConfig
 from reft.demo.data import SynthFile, synth_knobs, write_synth_files
 from reft.demo.stages import Stage, as_overrides
 from reft.models.presets import PRESET_PREFIX
+from reft.train.resume import RECORD_ONLY
 
 BASE_FORMAT = 1
 """Part of the cache key: raise it when the way a base is built changes."""
@@ -84,7 +85,11 @@ def base_key(config: DemoConfig) -> str:
         "cot": config.cot.value,
         "threads": config.workers,
         "corpus": config_to_dict(config.base_task),
-        "sft": {**config.common, **config.base},
+        "sft": {
+            key: value
+            for key, value in {**config.common, **config.base}.items()
+            if key not in RECORD_ONLY  # what is logged or kept decides no weight
+        },
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from reft.config import ConfigError
+from reft.manifest import verify_checkpoint
 from reft.models.source import split_gguf_source
 
 if TYPE_CHECKING:
@@ -79,9 +81,15 @@ def _require_gguf_reader(gguf_file: str | None) -> None:
 
 def _from_pretrained(load: Callable[..., Any], name_or_path: str, *args: Any, **kwargs: Any) -> Any:
     """`load(name_or_path, ...)` (a `from_pretrained`), its OSError (no such model, no network, no
-    weights in the directory) reported as a one-line ConfigError naming the model."""
+    weights in the directory) or a damaged file reported as a one-line ConfigError naming it."""
+    from safetensors import SafetensorError
+
     try:
         return load(name_or_path, *args, **kwargs)
+    except SafetensorError as error:  # a damaged file in a folder written without a manifest
+        raise ConfigError(
+            f"model {name_or_path}: a .safetensors file in it is damaged ({error})"
+        ) from error
     except OSError as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"model {name_or_path}: cannot be loaded: {first_line}") from error
@@ -136,7 +144,8 @@ def load_causal_lm(
     """A causal LM from `name_or_path` with weights in `dtype`, on `device`, in eval mode.
 
     A GGUF source (see `split_gguf_source`) is unpacked into dense weights and keeps no quantizer, so
-    it trains and `save_pretrained` writes a plain checkpoint. Attention defaults to PyTorch's sdpa
+    it trains and `save_pretrained` writes a plain checkpoint. A local folder with a manifest (a reft
+    checkpoint) is checked against it first (CorruptCheckpointError naming the file). Attention defaults to PyTorch's sdpa
     (override with attn_implementation=...). Extra keyword arguments go to
     `AutoModelForCausalLM.from_pretrained`.
     """
@@ -145,6 +154,8 @@ def load_causal_lm(
     source, gguf_file = split_gguf_source(name_or_path, gguf_file)
     _require_gguf_reader(gguf_file)
     kwargs.setdefault("attn_implementation", "sdpa")
+    if Path(source).is_dir():
+        verify_checkpoint(source, "model")  # names a changed file; no-op without a manifest
     if gguf_file is not None:
         kwargs = {**_unpacking_gguf_options(), **kwargs}
     model = _from_pretrained(

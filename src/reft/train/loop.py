@@ -395,6 +395,9 @@ class TrainingRun:
         logger.info("resumed %s from %s (step %d)", self.stage, checkpoint.path, self.state.step)
 
     def _find_resume_checkpoint(self) -> Checkpoint | None:
+        if self.config.resume and self.is_main:
+            self.checkpointer.latest_intact()  # sets corrupt checkpoints aside, or stops the run
+        self.accelerator.wait_for_everyone()
         latest = self.checkpointer.latest()
         if not self.config.resume:
             if latest is not None:

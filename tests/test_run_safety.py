@@ -364,3 +364,15 @@ def test_ctrl_c_checkpoints_the_step_and_resumes_to_identical_weights(tmp_path):
     assert [r["step"] for r in read_metrics(out, "train")] == list(range(1, stopped + 1))
     assert _sft(out, *steps, "resume=true") == 0
     _assert_same_weights(_weights(tmp_path / "unbroken", 40), _weights(out, 40))
+
+
+def test_resuming_a_finished_run_says_so_at_once_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "done"
+    steps = ["max_steps=6", "dev_data=null"]
+    assert _sft(out, *steps) == 0
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".reft.lock"}
+    capsys.readouterr()
+    assert _sft(out, *steps, "resume=true", "log_every=3") == 0  # a record-only change: still done
+    said = capsys.readouterr().out
+    assert "already complete (finished at step 6" in said and f"its result: {out / 'best'}" in said
+    assert {p: p.read_bytes() for p in files} == files

@@ -15,7 +15,7 @@ import sys
 from reft import __version__
 from reft.config import ConfigError
 from reft.data.errors import DataError
-from reft.files import DiskFullError, OutputPathError
+from reft.files import DiskFullError, OutputPathError, RunComplete
 
 # Only commands that work are registered; later stages add their module name here. A module's
 # register() names its command (module self_train registers `reft self-train`).
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         status = args.handler(args)
         leave_process_group()
         return status
+    except RunComplete as complete:
+        print(complete)
+        return 0
     except (ConfigError, DataError, FileExistsError, OutputPathError) as error:
         print(f"reft {args.command}: error: {error}", file=sys.stderr)
         return 2

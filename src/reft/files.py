@@ -23,6 +23,10 @@ class OutputPathError(ValueError):
     """An output path that cannot be written as asked (the CLI reports it with exit code 2)."""
 
 
+class RunComplete(Exception):
+    """`resume=true` on a run that already reached its end: nothing to do (the CLI exits 0)."""
+
+
 class DiskFullError(OSError):
     """A write failed for want of space; the message names the path, partial files are removed."""
 

@@ -31,6 +31,7 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from reft.checkpoint import (
+    FINAL_LINK,
     Checkpoint,
     Checkpointer,
     capture_rng_state,
@@ -38,7 +39,7 @@ from reft.checkpoint import (
     seed_everything,
 )
 from reft.config import config_to_dict, nest_aliases, save_run_config
-from reft.files import check_output_dir, write_text_atomic
+from reft.files import RunComplete, check_output_dir, write_json_atomic, write_text_atomic
 from reft.metrics import MetricsLogger
 from reft.models.lora import (
     LoraAdapterFiles,
@@ -51,7 +52,7 @@ from reft.run_lock import RunLock
 from reft.train.config import TrainConfig
 from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
-from reft.train.resume import check_resume, describe_changes
+from reft.train.resume import RECORD_ONLY, check_resume, describe_changes, resume_changes
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +68,11 @@ class Companion(Protocol):
 StepFn = Callable[[int], dict[str, float]]
 EvalFn = Callable[[], dict[str, float]]
 DEV_METRIC = "accuracy"
+"""The dev metric that selects the best checkpoint unless a trainer names another."""
+COMPLETE_FILE = "complete.json"
+"""Written when a run reaches its end: its summary, result paths and config."""
 RESUME_LOG = "resumed_with_changes.jsonl"
 """One line per resume that changed an allowed setting (config.yaml then holds the new values)."""
-"""The dev metric that selects the best checkpoint unless a trainer names another."""
 
 
 @dataclass
@@ -115,6 +118,7 @@ class TrainingRun:
         if not self.is_main:  # one copy of every INFO line, from the main process
             logging.getLogger("reft").setLevel(logging.WARNING)
         self.checkpointer = Checkpointer(self.out_dir, keep_last=config.keep_last)
+        self._stop_if_complete()
         self.state = RunState()
         self.resume_from: Checkpoint | None = self._find_resume_checkpoint()
         if self.is_main:
@@ -270,7 +274,32 @@ class TrainingRun:
                 # AUC of a one-class dev set): best/ is the last checkpoint, so best/ always exists.
                 logger.warning("no dev improvement recorded: best/ is the final checkpoint")
                 self.checkpointer.mark_best(latest)
+            if self._reached_its_end():
+                write_json_atomic(self.out_dir / COMPLETE_FILE, {
+                    "summary": self.state.summary(), "best": str(self.checkpointer.best_dir),
+                    "final": str(self.out_dir / FINAL_LINK), "config": config_to_dict(self.config),
+                })  # fmt: skip
         return self.state
+
+    def _reached_its_end(self) -> bool:
+        """The run ended where its config says (its last step, or patience), not on a time budget."""
+        if self.state.step >= self.stop_step():
+            return True
+        return 0 < self.config.patience <= self.state.evals_since_best
+
+    def _stop_if_complete(self) -> None:
+        """`resume=true` on a run that already reached its end, with nothing changed that would
+        train further: RunComplete at once (exit 0), before any model is loaded."""
+        record = self.out_dir / COMPLETE_FILE
+        if not (self.config.resume and record.is_file()):
+            return
+        done = json.loads(record.read_text())
+        changes = resume_changes(done["config"], config_to_dict(self.config))
+        if set(changes) <= RECORD_ONLY:
+            raise RunComplete(
+                f"{self.stage}: the run in {self.out_dir} is already complete ({done['summary']}); "
+                f"its result: {done['best']} (last checkpoint: {done['final']})"
+            )
 
     def _loop(
         self, step_fn: StepFn, eval_fn: EvalFn | None, progress: tqdm, interrupt: InterruptRequest

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from reft.checkpoint import Checkpointer
 from reft.config import load_config
+from reft.demo import runner
 from reft.demo.config import DemoConfig
 from reft.demo.report import aggregate, results_table
-from reft.demo.runner import StageFailed, StageRunner, done_marker
+from reft.demo.run import resume_command
+from reft.demo.runner import StageFailed, StageRunner, _last_progress, _seconds, done_marker
 from reft.demo.stages import METHODS, Stage, plan_stages
 
 
@@ -106,8 +115,6 @@ def test_recipe_reft_stage_fuses_its_first_forward_and_moves_the_policy(tmp_path
 
 
 def test_progress_reads_only_the_latest_run_of_a_resumed_stage(tmp_path):
-    from reft.demo.runner import _last_progress
-
     log = tmp_path / "reft.log"
     log.write_text("$ reft train a=1\nreft:  40%|####| 40/100 [01:00<01:30, 1.5s/it]\r"
                    "reft:  41%|####| 41/100 [01:02<01:29, 1.5s/it]\n")  # fmt: skip
@@ -118,6 +125,82 @@ def test_progress_reads_only_the_latest_run_of_a_resumed_stage(tmp_path):
     with log.open("a") as handle:
         handle.write("reft:  42%|####| 42/100 [00:02<01:40, 1.7s/it]")
     assert _last_progress(log) == (42, 100, "00:02", "01:40")
+
+
+# A training stage's log as written (reft.log of a quick demo): transformers' bars, the stage's
+# own, then a dev evaluation's and a checkpoint's, nested under it (ESC[A moves back up).
+_TRAINING_LOG = (
+    "$ reft train out_dir=x\n\rLoading weights:   0%|          | 0/20 [00:00<?, ?it/s]"
+    "\rLoading weights: 100%|##########| 20/20 [00:00<00:00, 2511.56it/s]\n"
+    "\rreft:   0%|          | 0/4 [00:00<?, ?it/s]"
+    "\rreft:  50%|#####     | 2/4 [00:01<00:01,  1.50it/s, reward=0, kl=0, lr=0.0001]\n"
+    "\rreft dev:   0%|          | 0/40 [00:00<?, ?it/s]\x1b[A\n"
+    "\rreft dev: 100%|##########| 40/40 [00:00<00:00, 125.94it/s]\x1b[A\n\r          \x1b[A"
+    "15:10:16 INFO reft.train.loop: reft step 2 dev: accuracy=0, answered=0\n\n"
+    "\rWriting model shards:   0%|          | 0/1 [00:00<?, ?it/s]\x1b[A"
+    "\rWriting model shards: 100%|##########| 1/1 [00:00<00:00, 265.28it/s]\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (_TRAINING_LOG, (2, 4, "00:01", "00:01")),
+        (_TRAINING_LOG.split("\rreft:")[0], None),  # only the weights loaded so far
+        # The phases of stages that have no training bar yet, or none at all, are their progress.
+        ("$ reft rm train\n\rrm dev sampling:  25%|##| 10/40 [00:02<00:06,  5.0it/s]",
+         (10, 40, "00:02", "00:06")),
+        ("$ reft eval\n\rLoading weights: 100%|#| 20/20 [00:00<00:00]\n"
+         "\rgreedy:  50%|#####| 30/60 [00:01<00:01, 30.0it/s]", (30, 60, "00:01", "00:01")),
+        ("$ reft eval\n\r4 samples:  10%|#| 6/60 [00:01<00:09,  6.0it/s]",
+         (6, 60, "00:01", "00:09")),
+        # A bar with no description.
+        ("$ reft sft\n\r 10%|#| 6/60 [00:01<00:09,  6.0it/s]", (6, 60, "00:01", "00:09")),
+    ],
+)  # fmt: skip
+def test_progress_is_the_stages_own_bar_not_an_evaluation_or_weight_file(tmp_path, text, expected):
+    log = tmp_path / "stage.log"
+    log.write_text(text)
+    assert _last_progress(log) == expected
+
+
+def test_progress_skips_a_bar_cut_by_the_start_of_the_read_tail(tmp_path):
+    log = tmp_path / "stage.log"
+    cut = "\rLoading weights: 100%|##########| 20/20 [00:00<00:00, 2511.56it/s]\n"
+    log.write_text("x" * (runner._LOG_TAIL_BYTES - len(cut) + 6) + cut)  # read from "ng weights"
+    assert _last_progress(log) is None
+
+
+def test_training_bar_eta_leaves_out_the_dev_evaluation(monkeypatch):
+    """The bar's ETA (read by the demo's progress line) after a long dev evaluation still follows
+    the step rate: the loop restarts the bar's timer after evaluating and saving, else tqdm's
+    smoothed rate takes the evaluation for a slow step (an ETA of 29:52 with 1:30 left)."""
+    import tqdm.std
+
+    from reft.train.interrupt import InterruptRequest
+    from reft.train.loop import RunState, TrainingRun
+
+    now = [0.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: now[0])  # the bar's clock
+
+    def step_fn(step: int) -> dict[str, float]:  # one second a step
+        now[0] += 1.0
+        return {}
+
+    def evaluate(eval_fn) -> dict[str, float]:  # a 15-minute dev evaluation every 5 steps
+        now[0] += 900.0
+        return {"accuracy": 0.5}
+
+    config = SimpleNamespace(eval_every=5, save_every=0, log_every=100, max_seconds=0, patience=0)
+    run = SimpleNamespace(config=config, state=RunState(), steps_per_epoch=5, stop_step=lambda: 20,
+                          scheduler=SimpleNamespace(get_last_lr=lambda: [1e-3]),
+                          metrics=SimpleNamespace(log=lambda *args: None), evaluate=evaluate,
+                          save=lambda dev: None, _interrupted=lambda interrupt: False)  # fmt: skip
+    out = io.StringIO()
+    TrainingRun._loop(run, step_fn, None, tqdm.std.tqdm(total=20, file=out), InterruptRequest())
+    etas = dict(re.findall(r"(\d+)/20 \[[\d:]+<([\d:]+)", out.getvalue()))
+    for step in (6, 7, 11, 16):  # the steps right after an evaluation
+        assert _seconds(etas[str(step)]) <= 20 - step + 1, (step, etas[str(step)])
 
 
 def _synth_stage(tmp_path: Path, name: str, needs: tuple[str, ...] = (), n: str = "3") -> Stage:
@@ -148,6 +231,142 @@ def test_runner_reports_a_failing_stage_with_its_log(tmp_path):
     assert not done_marker(stages[0]).exists() and not (tmp_path / "after").exists()
 
 
+class FakeStage:
+    """A running stage as the runner sees it (reft.demo.launch.StageProcess), with no process.
+
+    `exits` maps a signal to (polls until the stage then exits, its exit status); other signals
+    are ignored, but SIGKILL. `presses` maps a poll of this stage to a signal the user sends the
+    runner during it (SIGINT: a Ctrl-C)."""
+
+    pid = 0
+
+    def __init__(self, exits: dict[int, tuple[int, int]], presses: dict[int, int] | None = None,
+                 status: int | None = None) -> None:  # fmt: skip
+        self.exits, self.presses = exits, presses or {}
+        self.returncode = status
+        self.signals: list[int] = []
+        self.polls = 0
+        self._exit: list[int] | None = None  # [polls left, exit status]
+
+    def poll(self) -> int | None:
+        self.polls += 1
+        if self.polls in self.presses:
+            signal.raise_signal(self.presses[self.polls])  # its handler raises right here
+        if self._exit is not None and self.returncode is None:
+            self._exit[0] -= 1
+            self.returncode = self._exit[1] if self._exit[0] <= 0 else None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+        if signum == signal.SIGKILL and self.returncode is None:
+            self.returncode = -signal.SIGKILL
+        elif signum in self.exits:  # the sooner exit wins
+            polls, status = self.exits[signum]
+            if self._exit is None or polls < self._exit[0]:
+                self._exit = [polls, status]
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self) -> int:
+        return self.returncode
+
+
+def _fake_run(
+    tmp_path: Path, monkeypatch, fakes: dict[str, FakeStage]
+) -> tuple[BaseException, str]:
+    """Run `fakes` as training stages, all at once, until the runner raises; returns what it
+    raised and printed. No stage may be marked done."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT is not Python's default handler in this test process")
+    for name in ("POLL_SECONDS", "STOP_POLL_SECONDS"):
+        monkeypatch.setattr(runner, name, 0.001)
+    monkeypatch.setattr(runner, "launch_stage", lambda argv, log, threads: fakes[argv[0]])
+    stages = [Stage(name, [name], tmp_path / name) for name in fakes]
+    stream = io.StringIO()
+    with pytest.raises(BaseException) as raised:
+        StageRunner(stages, tmp_path / "logs", workers=len(fakes), stream=stream).run()
+    assert not any(done_marker(stage).exists() for stage in stages)
+    return raised.value, stream.getvalue()
+
+
+INTERRUPTED = 130
+"""A training stage's exit status after it checkpointed for a Ctrl-C (reft.cli)."""
+
+
+def test_ctrl_c_forwards_one_sigint_then_waits_for_the_stages_to_checkpoint(tmp_path, monkeypatch):
+    fakes = {
+        "a": FakeStage({signal.SIGINT: (1, INTERRUPTED)}, presses={1: signal.SIGINT}),
+        "b": FakeStage({signal.SIGINT: (5, INTERRUPTED)}),  # a longer step and save
+    }
+    raised, printed = _fake_run(tmp_path, monkeypatch, fakes)
+    assert isinstance(raised, KeyboardInterrupt)  # reft demo exits 130 (reft.cli)
+    assert fakes["a"].signals == fakes["b"].signals == [signal.SIGINT]
+    assert fakes["b"].polls >= 5  # waited for, not terminated
+    assert "interrupted: waiting up to 120 s for a, b to write a checkpoint" in printed
+    assert f"a: stopped (exit {INTERRUPTED})" in printed
+    assert f"b: stopped (exit {INTERRUPTED})" in printed
+
+
+def test_second_ctrl_c_stops_the_stages_at_once(tmp_path, monkeypatch):
+    # The stage would take far longer than the test to checkpoint; the user presses Ctrl-C again.
+    fakes = {"a": FakeStage({signal.SIGINT: (10**9, INTERRUPTED), signal.SIGTERM: (1, -15)},
+                            presses={1: signal.SIGINT, 3: signal.SIGINT})}  # fmt: skip
+    raised, printed = _fake_run(tmp_path, monkeypatch, fakes)
+    assert isinstance(raised, KeyboardInterrupt)
+    assert fakes["a"].signals == [signal.SIGINT, signal.SIGTERM]
+    assert "stopping a at once" in printed and "a: stopped (exit -15)" in printed
+
+
+def test_stage_that_does_not_stop_is_terminated_then_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "INTERRUPT_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(runner, "TERMINATE_WAIT_SECONDS", 0.05)
+    fakes = {"a": FakeStage({}, presses={1: signal.SIGINT})}  # ignores SIGINT and SIGTERM
+    raised, _ = _fake_run(tmp_path, monkeypatch, fakes)
+    assert isinstance(raised, KeyboardInterrupt)
+    assert fakes["a"].signals == [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
+
+
+def test_failed_stage_terminates_the_others(tmp_path, monkeypatch):
+    fakes = {"bad": FakeStage({}, status=1), "other": FakeStage({signal.SIGTERM: (1, -15)})}
+    raised, _ = _fake_run(tmp_path, monkeypatch, fakes)
+    assert isinstance(raised, StageFailed) and "stage bad failed (exit 1)" in str(raised)
+    assert fakes["other"].signals == [signal.SIGTERM]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_closed_terminal_terminates_the_stages(tmp_path, monkeypatch, signum):
+    """The stages have their own process groups, so the runner must pass these on itself."""
+    signum = getattr(signal, signum)
+    if signal.getsignal(signum) is not signal.SIG_DFL:
+        pytest.skip("the signal is handled in this test process")
+    fakes = {"a": FakeStage({signal.SIGTERM: (1, -15)}, presses={1: signum})}
+    raised, _ = _fake_run(tmp_path, monkeypatch, fakes)
+    assert isinstance(raised, SystemExit) and raised.code == 128 + signum
+    assert fakes["a"].signals == [signal.SIGTERM]
+    assert signal.getsignal(signum) is signal.SIG_DFL  # put back
+
+
+@pytest.mark.parametrize(
+    "argv, out_given, expected",
+    [
+        (["/venv/bin/reft", "demo", "--quick", "--out", "runs/a", "seeds=0,1"], True,
+         "reft demo --resume --quick --out runs/a seeds=0,1"),
+        (["/x/reft/__main__.py", "demo", "seeds=1"], False,  # the default's timestamped folder
+         "python -m reft demo --resume --out 'runs/demo 1' seeds=1"),
+        (["reft", "-v", "demo", "--resume", "true", "--out", "o", "resume=true"], True,
+         "reft -v demo --resume --out o"),  # resumed again
+    ],
+)  # fmt: skip
+def test_demo_resume_command(argv, out_given, expected):
+    assert resume_command(Path("runs/demo 1"), out_given, argv) == expected
+
+
 def test_aggregate_mean_and_sample_std():
     per_seed = {0: {"sft": {"top1": 0.2}}, 1: {"sft": {"top1": 0.4}}, 2: {"sft": {"top1": 0.6}}}
     means, stds = aggregate(per_seed)
@@ -170,16 +389,42 @@ def test_results_table_rows_and_columns():
     assert table[4] == "| ReFT | 50.0 ± 0.0 | 55.0 ± 0.0 | 60.0 ± 0.0 | 70.0 ± 0.0 | 60 |"
 
 
-@pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path):
-    """`reft demo --quick` runs every stage and writes the artefacts (not a test of the accuracy gap)."""
-    out = tmp_path / "demo"
-    run = subprocess.run(
-        [sys.executable, "-m", "reft", "demo", "--quick", "--out", str(out),
-         f"base_cache={tmp_path / 'bases'}"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+def _demo_command(out: Path, bases: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "reft", "demo", "--quick", "--out", str(out),
+            f"base_cache={bases}", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One uninterrupted `reft demo --quick` (it builds the base the other demos reuse): the
+    folder holding its `demo` and `bases`, and the finished process."""
+    root = tmp_path_factory.mktemp("quick")
+    run = subprocess.run(_demo_command(root / "demo", root / "bases"), capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return root, run
+
+
+def _numbers(out: Path) -> dict:
+    """What a demo computed: results.json's accuracies and every stage's metrics.jsonl, less the
+    times and speeds."""
+    results = json.loads((out / "results.json").read_text())
+    numbers = {key: results[key] for key in ("methods", "k_curves", "generalisation",
+                                             "reward_model_dev")}  # fmt: skip
+    for metrics in sorted(out.glob("seed_*/*/metrics.jsonl")):
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        numbers[metrics.parent.name] = [
+            {k: v for k, v in record.items() if not k.startswith("time") and "_per_s" not in k}
+            for record in records
+        ]
+    return numbers
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(quick_demo):
+    """`reft demo --quick` runs every stage and writes the artefacts (not a test of the accuracy gap)."""
+    tmp_path, run = quick_demo
+    out = tmp_path / "demo"
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "synth" and results["seed"] == 0
     assert set(results["methods"]) == {"warmup", *METHODS}
@@ -210,3 +455,36 @@ def test_quick_demo_end_to_end(tmp_path):
     )  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert json.loads((tmp_path / "again" / "base.json").read_text())["cached"] is True
+
+
+@pytest.mark.slow
+def test_quick_demo_ctrl_c_then_resume(quick_demo):
+    """Ctrl-C while a training stage runs: the stage checkpoints, the demo exits 130 and prints
+    the command that continues it, which then computes what an uninterrupted demo computes."""
+    root, _ = quick_demo
+    out = root / "interrupted"
+    demo = subprocess.Popen(_demo_command(out, root / "bases"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seed_dir = out / "seed_0"
+    warmup, log = Stage("warmup", [], seed_dir / "warmup"), seed_dir / "logs" / "warmup.log"
+    deadline, bar = time.monotonic() + 300, None
+    while bar is None or bar[0] < 1:  # the warm-up has taken a step
+        assert demo.poll() is None and time.monotonic() < deadline, "the warm-up never started"
+        time.sleep(0.02)
+        bar = _last_progress(log)
+    demo.send_signal(signal.SIGINT)  # what the terminal's Ctrl-C sends the demo
+    stdout, stderr = demo.communicate(timeout=300)
+    assert demo.returncode == 130, stdout[-3000:] + stderr[-3000:]
+    assert "interrupted: waiting up to" in stdout and "warmup: stopped (exit 130)" in stdout
+    assert not done_marker(warmup).exists()
+    assert 1 <= Checkpointer(warmup.out_dir).latest().step < bar[1]  # a checkpoint mid-way
+    # The stage's own resume line (in its log) names its own command, not the demo's.
+    assert "Continue with:\n  reft sft " in log.read_text()
+    command = stderr.split("Continue with:\n")[1].splitlines()[0].strip()
+    assert shlex.split(command) == ["python", "-m", "reft", "demo", "--resume",
+                                    *_demo_command(out, root / "bases")[4:]]  # fmt: skip
+    resumed = subprocess.run([sys.executable, *shlex.split(command)[1:]], capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed sft from {warmup.out_dir}" in log.read_text()
+    assert _numbers(out) == _numbers(root / "demo")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import pytest
 
 from reft.demo.launch import can_fork_stages, start_forked, start_subprocess
@@ -35,3 +40,70 @@ def test_terminated_forked_stage_reports_the_signal(tmp_path):
     process = start_forked(_synth(tmp_path / "big.json", n="10000000"), tmp_path / "l.log", 1)
     process.terminate()
     assert process.wait() == -15
+
+
+def _wait_for_own_group(pid: int) -> None:
+    """Until the stage has left the runner's process group (its first act; the SIGINT handler
+    follows at once), then a moment for the command itself to start."""
+    deadline = time.monotonic() + 30
+    while os.getpgid(pid) != pid:
+        assert time.monotonic() < deadline, "the stage never started its own process group"
+        time.sleep(0.01)
+    time.sleep(1.0)
+
+
+@pytest.mark.parametrize("start", [start_forked, start_subprocess])
+def test_stage_runs_in_its_own_process_group(tmp_path, start):
+    """The terminal's Ctrl-C reaches the runner only; the runner forwards it (reft.demo.runner)."""
+    process = start(_synth(tmp_path / "big.json", n="10000000"), tmp_path / "l.log", 1)
+    try:
+        _wait_for_own_group(process.pid)
+        assert os.getpgid(process.pid) != os.getpgid(0)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_forked_stage_takes_sigint_as_a_keyboard_interrupt(tmp_path):
+    """As `reft` in a terminal: the command's KeyboardInterrupt, exit 130 (the fork server itself
+    ignores SIGINT; a stage that inherited that would never stop for the runner's Ctrl-C)."""
+    log = tmp_path / "l.log"
+    process = start_forked(_synth(tmp_path / "big.json", n="10000000"), log, 1)
+    _wait_for_own_group(process.pid)
+    process.send_signal(signal.SIGINT)
+    assert process.wait() == 130
+    assert "reft data: interrupted" in log.read_text()
+
+
+def test_forked_stage_is_stopped_even_when_the_fork_server_is_gone(tmp_path):
+    """A closed terminal's SIGHUP ends the fork server too (it is in the demo's process group),
+    after which it reports every stage as ended (exit 255): the runner must still stop them."""
+    import multiprocessing.forkserver
+
+    process = start_forked(_synth(tmp_path / "big.json", n="10000000"), tmp_path / "l.log", 1)
+    _wait_for_own_group(process.pid)
+    server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    if server is None:
+        process.kill()
+        pytest.skip("this Python's forkserver keeps its pid elsewhere")
+    os.kill(server, signal.SIGKILL)  # the next start_forked starts a new server
+    os.waitpid(server, 0)
+    process.terminate()
+    deadline = time.monotonic() + 30
+    while _alive(process.pid):
+        assert time.monotonic() < deadline, "the stage outlived its SIGTERM"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs; a zombie (ended, not yet reaped by its new parent) does not."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

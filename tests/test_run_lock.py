@@ -72,3 +72,17 @@ def test_a_second_run_on_a_busy_folder_exits_2_and_changes_nothing(tmp_path, cap
     err = capsys.readouterr().err
     assert status == 2 and f"is in use by another run (PID {first.pid}" in err, err
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == first_seed
+
+
+def test_a_second_demo_on_a_busy_out_stops_with_exit_2(tmp_path, capsys):
+    holder = _holder(tmp_path / "demo")
+    try:
+        status = main(["demo", "--quick", "--resume", "--out", str(tmp_path / "demo")])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (
+        status == 2
+        and f"--out {tmp_path / 'demo'} is in use by another run" in capsys.readouterr().err
+    )
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [LOCK_FILE]

@@ -5,16 +5,22 @@ Importing torch, transformers and accelerate takes ~7.7 s on a 2-core VM, while 
 does ~0.5 s of work (bench/README.md), so a demo of 28 commands spent most of its time importing.
 The standard library's forkserver imports them once, in a fresh single-threaded process, and forks
 every stage from it. A stage stays its own process, exactly as before: its own log (stdout and
-stderr), exit status, signals (the runner's SIGTERM, the terminal's Ctrl-C) and threads, running
-the same `reft.cli.main(argv)` that the line in `commands.sh` runs.
+stderr), exit status, signals and threads, running the same `reft.cli.main(argv)` that the line in
+`commands.sh` runs.
+
+Either way a stage starts its own session (so its own process group): the terminal's Ctrl-C reaches
+only the runner, which forwards one SIGINT to each stage (a training stage then checkpoints and
+exits). Were the stages in the terminal's group, the forwarded SIGINT would be their second.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -33,11 +39,18 @@ class StageProcess(Protocol):
     """The part of `subprocess.Popen` the runner uses."""
 
     @property
+    def pid(self) -> int: ...
+
+    @property
     def returncode(self) -> int | None: ...
 
     def poll(self) -> int | None: ...
 
+    def send_signal(self, signum: int) -> None: ...
+
     def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
 
     def wait(self) -> int: ...
 
@@ -68,6 +81,7 @@ def start_subprocess(argv: list[str], log: Path, threads: int) -> StageProcess:
         return subprocess.Popen(
             [sys.executable, "-m", "reft", *argv], stdout=handle, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=os.environ | thread_env(threads),
+            start_new_session=True,  # its own process group (module docstring); Python 3.10 too
         )  # fmt: skip
 
 
@@ -88,14 +102,34 @@ class ForkedStage:
         self.process = process
 
     @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
     def returncode(self) -> int | None:
         return self.process.exitcode  # -N when killed by signal N, as Popen's
 
     def poll(self) -> int | None:
         return self.process.exitcode
 
+    def send_signal(self, signum: int) -> None:
+        """Signal the stage's process group, which it leads (_run_stage), whatever the fork
+        server says: when the server is gone (a closed terminal's SIGHUP reaches it too), every
+        stage's exitcode reads 255 while the stages still run."""
+        try:
+            os.killpg(self.pid, signum)
+            return
+        except (ProcessLookupError, PermissionError):  # ended, or not yet its group's leader
+            pass
+        if self.process.exitcode is None:  # an ended stage's pid may be another process's
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
     def terminate(self) -> None:
-        self.process.terminate()  # SIGTERM, as Popen.terminate
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
     def wait(self) -> int:
         self.process.join()
@@ -103,8 +137,15 @@ class ForkedStage:
 
 
 def _run_stage(argv: list[str], log: str, env: dict[str, str], threads: int) -> None:
-    """In the forked child: the environment, the log as stdout and stderr, the threads, then the
-    command. Exits with the command's status, as `python -m reft` does."""
+    """In the forked child: its own session, the environment, the log as stdout and stderr, the
+    threads, then the command. Exits with the command's status, as `python -m reft` does."""
+    os.setsid()  # its own process group, as start_subprocess's (module docstring)
+    # The runner's SIGINT must raise KeyboardInterrupt, as in `python -m reft`. The fork server
+    # restores its own start-up handler, which is that one unless it inherited SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Else the demo's: what the stage quotes as its own command (the line that resumes it after
+    # Ctrl-C, reft.train.interrupt; the holder of its run lock) would be `reft demo ...`.
+    sys.argv = ["reft", *argv]
     os.environ.clear()
     os.environ.update(env)
     descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)

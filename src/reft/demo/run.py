@@ -7,6 +7,8 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from reft.demo.runner import StageRunner, done_marker
 from reft.demo.stages import plan_stages
 from reft.demo.studies import build_study_results, plan_study, study_table, write_study_report
 from reft.files import check_output_dir, write_json_atomic
+from reft.run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +37,58 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
     if out_dir.exists() and any(out_dir.iterdir()) and not config.resume:
         raise FileExistsError(f"{out_dir} is not empty: pass --resume to continue that demo, or "
                               "choose another --out")  # fmt: skip
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "demo.yaml")
-    data_dir = write_task(config, out_dir / "data")
-    command = command or shlex.join(["reft", "demo", *sys.argv[2:]])
-    base = build_base(config, out_dir)
-    planned = {seed: run_seed(config, seed, out_dir, data_dir, base) for seed in seeds}
-    if config.study:
-        return finish_study(config, planned, out_dir, command)
-    results = build_results(config_to_dict(config), seeds, out_dir, config.k)
-    write_json_atomic(out_dir / "results.json", results)
-    figures = write_figures(results, out_dir, seeds)
-    write_report(results, out_dir, figures, command)
+    # A second demo on the same --out stops here (its stages would write into this one's).
+    with RunLock(out_dir, "--out"), resume_hint(out_dir, out_given=bool(config.out)):
+        save_config(config, out_dir / "demo.yaml")
+        data_dir = write_task(config, out_dir / "data")
+        command = command or shlex.join(["reft", "demo", *sys.argv[2:]])
+        base = build_base(config, out_dir)
+        planned = {seed: run_seed(config, seed, out_dir, data_dir, base) for seed in seeds}
+        if config.study:
+            return finish_study(config, planned, out_dir, command)
+        results = build_results(config_to_dict(config), seeds, out_dir, config.k)
+        write_json_atomic(out_dir / "results.json", results)
+        figures = write_figures(results, out_dir, seeds)
+        write_report(results, out_dir, figures, command)
     print("\n" + results_table(results))
     print(f"\nresults: {out_dir / 'results.json'}; report: {out_dir / 'report.md'}")
     return results
+
+
+@contextmanager
+def resume_hint(out_dir: Path, out_given: bool) -> Iterator[None]:
+    """On Ctrl-C (the runner has already let the stages checkpoint and stop): print the command
+    that continues the demo, then let the KeyboardInterrupt end `reft demo` (exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"\nreft demo: interrupted; finished stages are kept in {out_dir} and interrupted "
+              "training stages continue from their last checkpoint. Continue with:\n  "
+              f"{resume_command(out_dir, out_given)}", file=sys.stderr, flush=True)  # fmt: skip
+        raise
+
+
+def resume_command(out_dir: Path, out_given: bool, argv: list[str] | None = None) -> str:
+    """This demo's command line (default: sys.argv) with --resume, and with --out when the folder
+    was the default's timestamped one. --resume goes right after `demo`, before any option or
+    `key=value` of the user's, where it is parsed the same whatever follows."""
+    argv = list(sys.argv if argv is None else argv)
+    program = Path(argv[0]).name if argv else "reft"
+    prefix = "python -m reft" if program == "__main__.py" else shlex.quote(program)
+    args = _without_resume(argv[1:])
+    at = args.index("demo") + 1 if "demo" in args else 0
+    added = ["--resume", *([] if out_given else ["--out", str(out_dir)])]
+    return " ".join([prefix, *map(shlex.quote, [*args[:at], *added, *args[at:]])])
+
+
+def _without_resume(args: list[str]) -> list[str]:
+    """`args` less any resume setting: `--resume [true|false]`, `--resume=...`, `resume=...`."""
+    kept: list[str] = []
+    for arg in args:
+        if arg.lower() in ("true", "false") and kept[-1:] == ["--resume"]:
+            continue  # the switch's value
+        kept.append(arg)
+    return [a for a in kept if a != "--resume" and not a.startswith(("--resume=", "resume="))]
 
 
 def run_seed(config: DemoConfig, seed: int, out_dir: Path, data_dir: Path, base: BasePlan):

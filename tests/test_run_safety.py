@@ -376,3 +376,15 @@ def test_resuming_a_finished_run_says_so_at_once_and_changes_nothing(tmp_path, c
     said = capsys.readouterr().out
     assert "already complete (finished at step 6" in said and f"its result: {out / 'best'}" in said
     assert {p: p.read_bytes() for p in files} == files
+
+
+def test_a_path_spelled_absolute_on_resume_is_the_same_setting(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.json").write_text("[]")
+    monkeypatch.chdir(tmp_path)
+    saved = {"train_data": "data/train.json", "lr": 1e-3}
+    assert (
+        check_resume(saved, {**saved, "train_data": str(tmp_path / "data/train.json")}, "c") == {}
+    )
+    with pytest.raises(ConfigError, match=r"train_data 'data/train\.json' -> 'data/other\.json'"):
+        check_resume(saved, {**saved, "train_data": "data/other.json"}, "c")

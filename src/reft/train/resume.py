@@ -13,6 +13,7 @@ silently produce a run that no single config describes, so it is refused, naming
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from reft.config import ConfigError
@@ -42,14 +43,27 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     """{key: (saved value, current value)} for every key both configs have and that differs; a
     section's settings are compared one by one, under their dotted keys (`sampling.temperature`).
 
-    A key only one side has (a config field added or removed by another reft version) is skipped.
+    A key only one side has (a config field added or removed by another reft version) is skipped;
+    a path given relative once and absolute the next time is the same setting.
     """
     saved, current = _dotted(saved), _dotted(current)
     return {
         key: (saved[key], current[key])
         for key in saved.keys() & current.keys()
-        if saved[key] != current[key]
+        if not _same(saved[key], current[key])
     }
+
+
+def _same(saved: Any, current: Any) -> bool:
+    """Equal values, or two spellings of one existing path (`runs/x` and `/home/u/runs/x`)."""
+    if saved == current:
+        return True
+    if not (isinstance(saved, str) and isinstance(current, str)):
+        return False
+    try:
+        return os.path.samefile(saved, current)
+    except (OSError, ValueError):  # not both existing paths
+        return False
 
 
 def _dotted(config: dict[str, Any]) -> dict[str, Any]:

@@ -326,6 +326,7 @@ def test_resume_with_a_changed_lr_is_refused_and_an_allowed_change_is_recorded(t
     err = capsys.readouterr().err
     assert "lr 0.003 -> 0.001" in err and "would change the computation" in err
     assert (out / "config.yaml").read_text() == config_before  # nothing rewritten
+    (out / "complete.json").unlink()  # as if killed after its last checkpoint, before the record
     assert _sft(out, "max_steps=2", "dev_data=null", "log_every=1", "resume=true") == 0
     record = json.loads((out / "resumed_with_changes.jsonl").read_text())
     assert record == {"step": 2, "changed": {"log_every": [10, 1]}}

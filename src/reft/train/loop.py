@@ -38,7 +38,7 @@ from reft.checkpoint import (
     restore_rng_state,
     seed_everything,
 )
-from reft.config import config_to_dict, nest_aliases, save_run_config
+from reft.config import ConfigError, config_to_dict, nest_aliases, save_run_config
 from reft.files import RunComplete, check_output_dir, write_json_atomic, write_text_atomic
 from reft.metrics import MetricsLogger
 from reft.models.lora import (
@@ -49,10 +49,16 @@ from reft.models.lora import (
     merged_state_dict,
 )
 from reft.run_lock import RunLock
-from reft.train.config import TrainConfig
+from reft.train.config import MixedPrecision, TrainConfig
 from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
 from reft.train.resume import RECORD_ONLY, check_resume, describe_changes, resume_changes
+from reft.train.sharding import (
+    GENERATING_STAGES,
+    ShardedTrainable,
+    fsdp2_requested,
+    load_optimizer_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +147,8 @@ class TrainingRun:
         self.tokenizer: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
+        self.sharding: ShardedTrainable | None = None
+        """Set when `model` is sharded with FSDP2 (reft.train.sharding): checkpoints gather it."""
         self.total_steps = 0
         self.steps_per_epoch = 1
 
@@ -199,6 +207,7 @@ class TrainingRun:
         """
         self.tokenizer = tokenizer
         self.policy = policy if policy is not None else trainable
+        fsdp2 = self._fsdp2_asked()  # its refusals come before anything changes the model
         companions = [companion] if companion is not None else []
         if self.config.lora:
             self.lora = attach_lora(self.policy, self.config)
@@ -209,18 +218,55 @@ class TrainingRun:
         if self.config.gradient_checkpointing:
             enable_gradient_checkpointing(trainable)
         self.companion = _Companions(companions) if companions else None
-        companion = self.companion
         self.total_steps, self.steps_per_epoch = total_steps, max(1, steps_per_epoch)
         self._configure_deepspeed()
+        if self.resume_from is not None and self.companion is not None:
+            # Before any wrapping: a sharded (FSDP2) or partitioned (ZeRO-3) module cannot take a
+            # plain state dict, and a wrapper copies the weights it is given.
+            self.companion.load(self.resume_from.path)
+        self.sharding = ShardedTrainable(trainable, self.policy, companion) if fsdp2 else None
+        # Built after sharding: FSDP2 replaces each parameter with a DTensor holding its shard.
         parameters = [p for p in trainable.parameters() if p.requires_grad]
         optimizer = build_optimizer(parameters, self.config)
         self.scheduler = build_scheduler(optimizer, self.config, optimizer_steps or total_steps)
-        self.model, self.optimizer = self.accelerator.prepare(trainable, optimizer)
+        self.model, self.optimizer = self._wrap(trainable, optimizer)
         if self.resume_from is not None:
-            if companion is not None:
-                companion.load(self.resume_from.path)
             self._restore(self.resume_from)
         return self.model
+
+    def _fsdp2_asked(self) -> bool:
+        """Whether `prepare` shards with FSDP2 (the launch asks for it, reft.train.sharding);
+        ConfigError for what a sharded model cannot do."""
+        if not fsdp2_requested():
+            return False
+        if self.stage in GENERATING_STAGES:
+            raise ConfigError(f"the {self.stage} stage samples from the policy as it trains, which "
+                              "FSDP2 does not support yet: launch it without FSDP2 (DDP, ZeRO-2)")  # fmt: skip
+        if self.config.lora:
+            raise ConfigError("lora=true is not supported under FSDP2: launch without it (DDP)")
+        if self.config.mixed_precision is MixedPrecision.fp16:
+            # fp16's loss scaler is unscaled by accelerate's optimizer wrapper, not used here.
+            raise ConfigError("mixed_precision=fp16 is not supported under FSDP2: use bf16")
+        if self.config.dev_data or self.config.dev_holdout:
+            # Dev evaluation generates on the main process alone; a sharded forward needs every rank.
+            raise ConfigError("dev evaluation is not supported under FSDP2 yet: pass "
+                              "dev_data=null (and no dev_holdout), evaluate best/ or final/ after")  # fmt: skip
+        if not torch.distributed.is_initialized():
+            logger.warning("FSDP2 asked for, but this is a single process: training unsharded")
+            return False
+        return True
+
+    def _wrap(
+        self, trainable: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """accelerate's wrappers around model and optimizer (DDP, DeepSpeed), except for a module
+        sharded by reft: on CPU accelerate would wrap it in DDP, and under its own FSDP2 (GPUs) it
+        looks the layer classes up by name, which FSDP2 has renamed (FSDPLlamaDecoderLayer), and
+        refuses an optimizer without its model. accelerate's backward, autocast, no_sync and
+        clip_grad_norm_ work on the sharded module as it is."""
+        if self.sharding is None:
+            return self.accelerator.prepare(trainable, optimizer)
+        return trainable, optimizer
 
     def _configure_deepspeed(self) -> None:
         """Under DeepSpeed: tell it the per-device micro-batch (reft has no dataloader to infer it
@@ -276,7 +322,7 @@ class TrainingRun:
                 self.checkpointer.mark_best(latest)
             if self._reached_its_end():
                 write_json_atomic(self.out_dir / COMPLETE_FILE, {
-                    "summary": self.state.summary(), "best": str(self.checkpointer.best_dir),
+                    "step": self.state.step, "summary": self.state.summary(), "best": str(self.checkpointer.best_dir),
                     "final": str(self.out_dir / FINAL_LINK), "config": config_to_dict(self.config),
                 })  # fmt: skip
         return self.state
@@ -294,6 +340,9 @@ class TrainingRun:
         if not (self.config.resume and record.is_file()):
             return
         done = json.loads(record.read_text())
+        latest = self.checkpointer.latest()
+        if latest is None or latest.step != done.get("step"):
+            return  # its checkpoints are not the ones the record was written for
         changes = resume_changes(done["config"], config_to_dict(self.config))
         if set(changes) <= RECORD_ONLY:
             raise RunComplete(
@@ -383,30 +432,44 @@ class TrainingRun:
         elif dev is not None:
             self.state.evals_since_best += 1
         self.accelerator.wait_for_everyone()
+        policy, save_extra = self._export()  # on every rank: FSDP2's gathers are collectives
+        trainer_state = self._trainer_state()  # idem
         if self.is_main:
             meta = {"stage": self.stage, "epoch": self.state.step / self.steps_per_epoch,
                     "elapsed": self.state.elapsed, "dev": dev, "config": config_to_dict(self.config)}  # fmt: skip
-            save_extra = self.companion.save if self.companion is not None else None
             checkpoint = self.checkpointer.save(
-                self.state.step,
-                MergedExport(self.lora) if self.lora is not None else self.policy,
-                self.tokenizer,
-                self._trainer_state(),
-                meta,
-                save_extra,
+                self.state.step, policy, self.tokenizer, trainer_state, meta, save_extra
             )
             if improved:
                 self.checkpointer.mark_best(checkpoint)
         self.accelerator.wait_for_everyone()
 
+    def _export(self) -> tuple[Any, Callable[[Path], None] | None]:
+        """(the policy as something with HF `save_pretrained`, the companions' save) for the main
+        process to write: under FSDP2 a plain copy built from the gathered weights (None elsewhere)."""
+        if self.sharding is not None:
+            return self.sharding.gathered()
+        policy = MergedExport(self.lora) if self.lora is not None else self.policy
+        return policy, (self.companion.save if self.companion is not None else None)
+
     def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, tensor) pairs of the policy as a plain Hugging Face model (LoRA merged in)."""
+        """(name, tensor) pairs of the policy as a plain Hugging Face model (LoRA merged in; under
+        FSDP2 gathered, so every rank must call it)."""
+        if self.sharding is not None:
+            return iter(self.sharding.policy_weights().items())
         state = merged_state_dict(self.lora) if self.lora is not None else self.policy.state_dict()
         return iter(state.items())
 
     def _trainer_state(self) -> dict[str, Any]:
+        """What trainer_state.pt holds; under FSDP2 the optimizer state is gathered whole, keyed by
+        parameter name, on the main process (every rank must call it)."""
+        optimizer = (
+            self.sharding.optimizer_state(self.optimizer)
+            if self.sharding is not None
+            else self.optimizer.state_dict()
+        )
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "rng": capture_rng_state(),
             "run": self.state.__dict__.copy(),
@@ -414,7 +477,10 @@ class TrainingRun:
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         state = checkpoint.trainer_state()
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharding is not None:  # a full, name-keyed state: each rank keeps its shard
+            load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.state = RunState(**state["run"])
         restore_rng_state(state["rng"])

@@ -1,0 +1,318 @@
+"""FSDP2 on CPU: two gloo ranks (torchrun, one thread each) shard the model and take the same steps
+as one unsharded process, and their checkpoints are whole.
+
+The 2-rank runs go through the real CLI under `torchrun --standalone --nproc_per_node 2` with
+ACCELERATE_USE_FSDP=true FSDP_VERSION=2 (reft.train.sharding), launched by a small script that
+also records, on each rank, every parameter's global and local (shard) shape after sharding and its
+local shard at the last save: the test rebuilds the full weights from the two shards itself and
+compares them with what the checkpoint holds.
+
+Tolerance against the 1-process run: losses within LOSS_ATOL and weights within WEIGHT_ATOL, not
+bit-exact: the gradient is summed in another order (each rank's micro-batches, then a
+reduce-scatter per micro-batch, against one process adding all micro-batches), and Adam's division
+by sqrt(v) magnifies those 1e-7 relative differences in weights whose gradient is tiny. Resuming an
+FSDP2 run is bit-exact: the checkpoint holds the exact fp32 weights and the full optimizer state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reft.checkpoint import Checkpointer
+from reft.cli import main
+from reft.config import ConfigError
+from reft.metrics import read_metrics
+from reft.train.sharding import fsdp2_requested, layer_classes
+
+LOSS_ATOL = 1e-4
+WEIGHT_ATOL = 1e-5
+SFT_ARGS = ["model=preset:micro-llama", "dev_data=null", "batch_size=16", "micro_batch_size=4",
+            "lr=5e-3", "epochs=3", "save_every=4", "preset_vocab_size=300", "log_every=1",
+            "seed=0"]  # fmt: skip
+"""64 examples: 4 steps per epoch, 12 in all, a checkpoint every 4."""
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+
+RECORDING_LAUNCHER = """
+import json, os, sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from reft.cli import main
+from reft.train import sharding
+
+report = Path(os.environ["SHARD_REPORT"])
+shard, gathered = sharding.ShardedTrainable.__init__, sharding.ShardedTrainable.gathered
+
+
+def recording_shard(self, trainable, policy, companion=None):
+    shard(self, trainable, policy, companion)
+    shapes = {n: [list(p.shape), list(p.to_local().shape),
+               p.placements[0].is_shard(0)]
+              for n, p in trainable.named_parameters()}
+    (report / f"shapes-rank{dist.get_rank()}.json").write_text(json.dumps(shapes))
+
+
+def recording_gathered(self):
+    local = {n: p.to_local().detach().clone()
+             for n, p in self.module.named_parameters(remove_duplicate=False)}
+    torch.save(local, report / f"shards-rank{dist.get_rank()}.pt")
+    return gathered(self)
+
+
+sharding.ShardedTrainable.__init__ = recording_shard
+sharding.ShardedTrainable.gathered = recording_gathered
+sys.exit(main(sys.argv[1:]))
+"""
+"""Runs `reft ARGS` with recording wrappers around reft.train.sharding.ShardedTrainable."""
+
+PLAIN_LOAD = """
+import json, sys
+sys.modules["reft"] = None  # `import reft` fails from here on
+try:
+    import reft
+    raise SystemExit("reft is importable")
+except ImportError:
+    pass
+import torch
+from transformers import AutoModelForCausalLM
+
+checkpoint, report = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(checkpoint)
+shards = [torch.load(f"{report}/shards-rank{r}.pt") for r in (0, 1)]
+gaps = {name: (torch.cat([s[name] for s in shards]) - value).abs().max().item()
+        for name, value in model.state_dict().items()}
+print(json.dumps(gaps))
+"""
+"""Loads a checkpoint with transformers alone and prints, per weight, its largest gap to the full
+tensor rebuilt from the two ranks' shards (dimension 0, as FSDP2 shards)."""
+
+
+@pytest.mark.parametrize(
+    ("env", "asked"),
+    [
+        ({}, False),  # no FSDP at all
+        ({"ACCELERATE_USE_FSDP": "false", "FSDP_VERSION": "2"}, False),  # FSDP switched off
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, True),  # what fsdp.yaml exports
+        ({"ACCELERATE_USE_FSDP": "TRUE", "FSDP_VERSION": "2",
+          "FSDP_CPU_RAM_EFFICIENT_LOADING": "false"}, True),  # case-insensitive, as accelerate's
+    ],
+)  # fmt: skip
+def test_fsdp2_is_asked_for_with_accelerates_variables(env, asked):
+    assert fsdp2_requested(env) is asked
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true"}, "FSDP_VERSION=1: reft supports FSDP2 only"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "set FSDP_VERSION=2"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
+          "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}, "RAM_EFFICIENT_LOADING=true is not supported"),
+    ],
+)  # fmt: skip
+def test_fsdp1_and_rank0_only_loading_are_refused(env, message):
+    with pytest.raises(ConfigError, match=message):
+        fsdp2_requested(env)
+
+
+class _Block(torch.nn.Module):
+    pass
+
+
+class _FakeModel(torch.nn.Module):
+    _no_split_modules = ("_Block",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_Block(), _Block()])
+
+
+def test_layer_classes_come_from_the_launch_else_from_the_models():
+    wrapper = torch.nn.ModuleDict({"policy": _FakeModel(), "critic": _FakeModel()})
+    assert layer_classes(wrapper, {}) == {"_Block"}
+    named = {"FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer, Qwen2DecoderLayer"}
+    assert layer_classes(wrapper, named) == {"LlamaDecoderLayer", "Qwen2DecoderLayer"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("dev_data=synth:dev:4", "dev evaluation is not supported under FSDP2"),
+     ("lora=true", "lora=true is not supported under FSDP2")],
+)  # fmt: skip
+def test_what_a_sharded_model_cannot_do_is_refused_before_training(
+    tmp_path, monkeypatch, capsys, override, message
+):
+    for key, value in FSDP_ENV.items():
+        monkeypatch.setenv(key, value)
+    args = ["sft", "model=preset:micro-llama", "train_data=synth:train:16", "dev_data=null",
+            "preset_vocab_size=300", "batch_size=4", "micro_batch_size=4", "max_steps=1"]  # fmt: skip
+    assert main([*args, override, f"out_dir={tmp_path / 'run'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not list((tmp_path / "run").glob("checkpoints/step_*"))
+
+
+def test_reft_under_fsdp2_is_refused_before_training(
+    tmp_path, monkeypatch, capsys, digit_game_start
+):
+    for key, value in FSDP_ENV.items():
+        monkeypatch.setenv(key, value)
+    start = digit_game_start(tmp_path, 8)
+    args = ["train", f"model={start['model']}", f"train_data={start['data']}", "dev_data=null",
+            "batch_size=4", "samples_per_prompt=2", "mini_batch_size=8", "micro_batch_size=4",
+            "max_steps=1", "value_model=separate_critic", f"out_dir={tmp_path / 'run'}"]  # fmt: skip
+    assert main(args) == 2
+    assert "the reft stage samples from the policy as it trains" in capsys.readouterr().err
+
+
+def _torchrun_fsdp(report: Path, *args: str) -> None:
+    """`reft ARGS` as 2 gloo FSDP2 ranks of one thread each, recording into `report`."""
+    report.mkdir(parents=True, exist_ok=True)
+    launcher = report / "launch.py"
+    launcher.write_text(RECORDING_LAUNCHER)
+    env = {**os.environ, **FSDP_ENV, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "SHARD_REPORT": str(report)}  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(launcher), *args]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(Checkpointer(out).latest().path / "model.safetensors")
+
+
+def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[key] - b[key]).abs().max().item() for key in a)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digit_game) -> dict[str, Path]:
+    """One unsharded process and one unbroken 2-rank FSDP2 run of the same SFT."""
+    root = tmp_path_factory.mktemp("fsdp")
+    rng = random.Random(0)
+    data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(64)])
+    args = ["sft", f"train_data={data}", *SFT_ARGS]
+    assert main([*args, f"out_dir={root / 'one'}"]) == 0
+    _torchrun_fsdp(root / "report", *args, f"out_dir={root / 'fsdp'}")
+    return {"one": root / "one", "fsdp": root / "fsdp", "report": root / "report", "args": args}
+
+
+CRITIC_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from reft.models.load import load_causal_lm
+from reft.models.value import SeparateCritic
+from reft.train.sharding import ShardedTrainable
+
+dist.init_process_group("gloo")
+rank, model, out = dist.get_rank(), sys.argv[1], Path(sys.argv[2])
+critic = SeparateCritic.from_policy(load_causal_lm(model, device="cpu"), seed=rank)
+if rank == 0:  # what the unsharded module saves
+    critic.policy.save_pretrained(out / "expected")
+    critic.save(out / "expected")
+expected = {k: v.clone() for k, v in critic.policy.state_dict().items()}
+if rank == 1:  # ranks that start apart: sharding must copy rank 0's weights, as DDP does
+    with torch.no_grad():
+        for parameter in critic.parameters():
+            parameter.add_(1.0)
+sharded = ShardedTrainable(critic, critic.policy, critic)
+policy, save_extra = sharded.gathered()
+if rank == 0:
+    policy.save_pretrained(out / "gathered")
+    save_extra(out / "gathered")
+weights = sharded.policy_weights()
+assert weights.keys() == expected.keys(), sorted(set(weights) ^ set(expected))
+assert all(torch.equal(weights[k], expected[k]) for k in expected), "policy_weights differ"
+dist.destroy_process_group()
+"""
+"""Shards a separate-critic actor-critic on 2 ranks and saves it gathered (rank 0) beside what the
+unsharded rank 0 module saves; every rank checks `policy_weights` against its unsharded policy."""
+
+
+@pytest.mark.slow
+def test_fsdp2_actor_critic_saves_whole_policy_critic_and_head(tmp_path, digit_game_start):
+    """The pieces of a PPO checkpoint under FSDP2: policy, critic trunk and value head are saved
+    whole from the gathered weights, equal to rank 0's unsharded module (rank 1's weights were moved
+    before sharding: sharding copies rank 0's)."""
+    start = digit_game_start(tmp_path, 8)
+    script = tmp_path / "critic.py"
+    script.write_text(CRITIC_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(script), str(start["model"]), str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("model.safetensors", "value_head.safetensors", "critic/model.safetensors"):
+        expected = load_file(tmp_path / "expected" / name)
+        gathered = load_file(tmp_path / "gathered" / name)
+        assert expected.keys() == gathered.keys(), name
+        assert all(torch.equal(expected[k], gathered[k]) for k in expected), name
+
+
+@pytest.mark.slow
+def test_fsdp2_sft_on_two_ranks_matches_one_process(runs):
+    one, fsdp = runs["one"], runs["fsdp"]
+    curve_one, curve_fsdp = read_metrics(one, "train"), read_metrics(fsdp, "train")
+    assert len(curve_one) == len(curve_fsdp) == 12
+    for a, b in zip(curve_one, curve_fsdp, strict=True):
+        for key in ("loss", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], abs=LOSS_ATOL), (a["step"], key)
+    weights_one = _final_weights(one)
+    moved = _max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
+    gap = _max_gap(weights_one, _final_weights(fsdp))
+    assert gap < WEIGHT_ATOL < moved, f"1 process vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
+
+
+@pytest.mark.slow
+def test_fsdp2_parameters_are_sharded_across_the_two_ranks(runs):
+    shapes = [json.loads((runs["report"] / f"shapes-rank{r}.json").read_text()) for r in (0, 1)]
+    assert shapes[0].keys() == shapes[1].keys() and len(shapes[0]) > 10
+    for name, (full, local_0, on_dim_0) in shapes[0].items():
+        local_1 = shapes[1][name][1]
+        assert on_dim_0, f"{name} is not sharded on dimension 0"
+        assert local_0[0] + local_1[0] == full[0] and local_0[1:] == local_1[1:] == full[1:], name
+        assert local_0[0] == -(-full[0] // 2), f"{name}: rank 0 holds {local_0} of {full}"
+
+
+@pytest.mark.slow
+def test_fsdp2_checkpoint_loads_without_reft_and_equals_the_ranks_shards(runs):
+    final = Checkpointer(runs["fsdp"]).latest().path
+    command = [sys.executable, "-c", PLAIN_LOAD, str(final), str(runs["report"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    gaps = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "lm_head.weight" in gaps and len(gaps) > 10
+    assert max(gaps.values()) == 0.0, {k: v for k, v in gaps.items() if v}
+
+
+@pytest.mark.slow
+def test_fsdp2_run_stopped_and_resumed_ends_on_the_unbroken_runs_weights(runs, tmp_path):
+    out = tmp_path / "resumed"
+    args = [*runs["args"], f"out_dir={out}"]
+    _torchrun_fsdp(tmp_path / "report", *args, "stop_epochs=2")  # stops at step 8
+    assert [c.step for c in Checkpointer(out).list()] == [4, 8]
+    _torchrun_fsdp(tmp_path / "report", *args, "resume=true")
+    assert Checkpointer(out).latest().step == 12
+    unbroken, resumed = _final_weights(runs["fsdp"]), _final_weights(out)
+    assert unbroken.keys() == resumed.keys()
+    assert all(torch.equal(unbroken[key], resumed[key]) for key in unbroken)
+    assert [r["loss"] for r in read_metrics(out, "train")] == [
+        r["loss"] for r in read_metrics(runs["fsdp"], "train")
+    ]

@@ -14,7 +14,7 @@ the gold answer, else 0, and takes one Adam step on -sum_t (r - mean r) log pi(t
 (the batch-mean baseline; every response token gets its sequence's advantage). Every `--eval-every`
 steps it prints greedy accuracy on the first `--dev-limit` dev questions. One JSON line per step.
 
-Measured (2026-11-24, 2-core VM, 1 thread; micro-llama; see the README's demo section): from a 57%
+Measured (2026-11-24, 2-core VM, 1 thread; micro-llama; see docs/demo_history.md): from a 57%
 SFT checkpoint on 8,000 unseen questions, lr 1e-4: dev 57% -> 64% at step 60, 63-68% at steps 70-130
 (1.7 s/step), as `reft train` with lam 1 (65% at step 60, 66-69% at steps 70-120); from a 25% warm-up
 on 4,000 questions both stay flat, and at lr 1e-3 this control falls to 3% dev within 10 steps.

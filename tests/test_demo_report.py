@@ -13,6 +13,7 @@ from reft.config import config_to_dict, load_config
 from reft.data.synthetic import SynthConfig, generate_problems
 from reft.demo.config import DemoConfig
 from reft.demo.report import (
+    QUICK_NOTE,
     build_results,
     generalisation_table,
     k_curves_table,
@@ -151,6 +152,20 @@ def test_report_tables_show_pass_at_k_and_generalisation(tmp_path):
     task = results["config"]["task"]
     longer, more = task["max_steps"] + task["shifted_steps"], task["shifted_steps"]
     assert f"with {longer} operations each, {more} more than any training question" in report
+
+
+def test_a_quick_report_says_first_that_its_accuracies_are_not_meaningful(tmp_path):
+    """`reft demo --quick` is what many run first: its report opens by saying it is a smoke run and
+    pointing to the full command and the README's table; a full run's report says nothing of it."""
+    _finished_demo(tmp_path, seeds=(0,))
+    config = demo_config(quick=True, overrides=("quick=true",))  # as `reft demo --quick` loads it
+    quick = build_results(config_to_dict(config), [0], tmp_path, K)
+    head = write_report(quick, tmp_path, [], "reft demo --quick").read_text().splitlines()[:4]
+    assert head[2] == QUICK_NOTE
+    assert "smoke run" in head[2] and "not meaningful" in head[2]
+    assert "`reft demo --seeds 0,1,2`" in head[2] and "README.md" in head[2]
+    full = build_results(config_to_dict(demo_config()), [0], tmp_path, K)
+    assert "smoke run" not in write_report(full, tmp_path, [], "reft demo").read_text()
 
 
 def test_report_of_a_demo_without_generalisation_evals(tmp_path):

@@ -5,7 +5,8 @@ Layout under a run's output directory::
     checkpoints/step_000120/   config.json, model.safetensors, tokenizer files   (loadable by HF alone)
                                trainer_state.pt   optimizer, scheduler, RNG states, step, extra modules
                                reft_meta.json     step, epoch, metrics, elapsed seconds, config
-                               manifest.json      every file's size and SHA-256, written last
+                               README.md          the model card (how it was trained, its results)
+                               manifest.json      every other file's size and SHA-256, written last
     checkpoints/latest         the name of the newest complete checkpoint
     final -> checkpoints/step_N   the last checkpoint of a finished run (a symlink)
     best/                      the checkpoint with the best dev metric (a complete copy)
@@ -34,6 +35,7 @@ import torch
 
 from reft.files import removed_on_failure, write_text_atomic
 from reft.manifest import CorruptCheckpointError, manifest_problems, write_manifest
+from reft.model_card import write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +128,8 @@ class Checkpointer:
             torch.save(state, tmp / STATE_FILE)
             meta = {"step": step, "saved_at": time.time(), **meta}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-            write_manifest(tmp)  # last: it vouches for every file above
+            write_model_card(tmp, meta)
+            write_manifest(tmp)  # last: it vouches for every file above but the card
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

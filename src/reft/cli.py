@@ -79,7 +79,15 @@ def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_command_line(argv)
+    if argv is not None:
+        # Called in-process (a test, a notebook): sys.argv is what a run quotes as its own command
+        # (model card, resume hint, run lock), so it is this command line while it runs.
+        saved, sys.argv = sys.argv, ["reft", *argv]
+        try:
+            return main()
+        finally:
+            sys.argv = saved
+    args = parse_command_line()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

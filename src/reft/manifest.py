@@ -17,6 +17,7 @@ from typing import Any
 
 from reft.config import ConfigError
 from reft.files import write_json_atomic
+from reft.model_card import CARD_FILE
 
 MANIFEST_FILE = "manifest.json"
 _CHUNK = 1 << 20
@@ -37,12 +38,12 @@ def file_digest(path: Path) -> dict[str, Any]:
 
 def write_manifest(directory: str | Path) -> Path:
     """Record every file under `directory` (sub-folders included) in its manifest.json; call it
-    after the last of them is written."""
+    after the last of them is written. The model card is left out: `reft eval` adds to it later."""
     directory = Path(directory)
     files = {
         str(path.relative_to(directory)): file_digest(path)
         for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_FILE
+        if path.is_file() and path.name not in (MANIFEST_FILE, CARD_FILE)
     }
     return write_json_atomic(directory / MANIFEST_FILE, {"files": files})
 

@@ -3,7 +3,7 @@
 The paper starts every method from one pretrained LLM, whose short SFT warm-up already computes and
 has not memorised its training questions. A tiny model trained from scratch on the demo's 1,000
 questions only computes after it has memorised them, so RL there has nothing to generalise
-(README "The demo"). The base stage closes that gap: `reft sft` from the preset on a corpus of story
+(docs/demo.md "The regime"). The base stage closes that gap: `reft sft` from the preset on a corpus of story
 families the target task never uses, so the base knows arithmetic and the solution format but not
 the target's wording (it solves few target questions zero-shot), as a pretrained LLM knows maths but
 not GSM8K's format.

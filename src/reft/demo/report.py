@@ -34,6 +34,16 @@ GENERALISATION_SPLITS = {"train": "eval_train", "test": "eval", "shifted": "eval
 """Each generalisation column's greedy top-1 and the folder of the evals it is read from."""
 GENERALISATION_COLUMNS = (*GENERALISATION_SPLITS, "gap")
 """The generalisation table's columns; `gap` is train - test (memorisation of trained questions)."""
+FULL_COMMAND = "reft demo --seeds 0,1,2"
+"""The run whose numbers the README's table reports; a --quick report points to it."""
+QUICK_NOTE = (
+    "**This is a smoke run (`reft demo --quick`): it checks that every stage runs, and its "
+    "accuracies are not meaningful** (tiny budgets on a few hundred questions; differences "
+    f"between methods are noise). The comparison is `{FULL_COMMAND}` (about 30 minutes per seed "
+    "on 2 CPU cores); its measured table is in reft's README.md, section \"The demo's result\" (details in "
+    "docs/demo.md)."
+)
+"""The first lines of a --quick run's report.md: what it is not, and where the real numbers are."""
 
 
 def column_label(column: str, k: int) -> str:
@@ -343,9 +353,11 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
     seeds = results["seeds"]
     spread = " (mean ± std over seeds)" if len(seeds) > 1 else ""
     machine = results["machine"]
+    quick = bool(results["config"].get("quick"))
     text = [
         "# reft demo: ReFT vs SFT and self-training on the synthetic task",
         "",
+        *([QUICK_NOTE, ""] if quick else []),
         f"Command: `{command}`  ",
         f"Machine: {machine['cpus']} CPU cores, {machine['platform']}, torch {machine['torch']}  ",
         f"Seeds: {', '.join(map(str, seeds))}. Test questions: {results['config']['task']['test_size']}.",

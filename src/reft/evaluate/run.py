@@ -33,6 +33,7 @@ from reft.evaluate.rerank import (
     write_rerank,
 )
 from reft.files import check_output_dir, check_output_file, write_json_atomic, write_jsonl_atomic
+from reft.model_card import add_evaluation
 from reft.models.load import load_causal_lm, load_tokenizer
 from reft.run_lock import RunLock
 
@@ -125,6 +126,8 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
                "generation": {"greedy": config_to_dict(config.greedy_sampling()),
                               "sampled": config_to_dict(config.k_sampling()) if config.k else None}}  # fmt: skip
     write_json_atomic(out_dir / "results.json", results)
+    if Path(config.model).is_dir():  # a reft checkpoint's card gains these results
+        add_evaluation(config.model, config.dataset, metrics)
     return results
 
 

@@ -7,6 +7,12 @@ also records, on each rank, every parameter's global and local (shard) shape aft
 local shard at the last save: the test rebuilds the full weights from the two shards itself and
 compares them with what the checkpoint holds.
 
+ReFT (`reft train`) under FSDP2 is compared with 2 DDP ranks of the same config instead: both
+sample each rank's rollouts with the same seed, so from (nearly) the same weights they sample the
+same responses, and 1 process could not (its one seed samples other responses). The dev
+evaluations of both trainers run under FSDP2 too (a policy copy gathered on every rank, evaluated
+by the main process).
+
 Tolerance against the 1-process run: losses within LOSS_ATOL and weights within WEIGHT_ATOL, not
 bit-exact: the gradient is summed in another order (each rank's micro-batches, then a
 reduce-scatter per micro-batch, against one process adding all micro-batches), and Adam's division
@@ -17,6 +23,7 @@ FSDP2 run is bit-exact: the checkpoint holds the exact fp32 weights and the full
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -35,10 +42,11 @@ from reft.train.sharding import fsdp2_requested, layer_classes
 
 LOSS_ATOL = 1e-4
 WEIGHT_ATOL = 1e-5
-SFT_ARGS = ["model=preset:micro-llama", "dev_data=null", "batch_size=16", "micro_batch_size=4",
-            "lr=5e-3", "epochs=3", "save_every=4", "preset_vocab_size=300", "log_every=1",
-            "seed=0"]  # fmt: skip
-"""64 examples: 4 steps per epoch, 12 in all, a checkpoint every 4."""
+SFT_ARGS = ["model=preset:micro-llama", "batch_size=16", "micro_batch_size=4", "lr=5e-3",
+            "epochs=3", "save_every=4", "preset_vocab_size=300", "log_every=1",
+            "eval_max_new_tokens=16", "seed=0"]  # fmt: skip
+"""64 examples: 4 steps per epoch, 12 in all, a checkpoint every 4 and a dev evaluation every
+epoch (the fixture adds dev_data)."""
 FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
 
 RECORDING_LAUNCHER = """
@@ -147,8 +155,8 @@ def test_layer_classes_come_from_the_launch_else_from_the_models():
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("dev_data=synth:dev:4", "dev evaluation is not supported under FSDP2"),
-     ("lora=true", "lora=true is not supported under FSDP2")],
+    [("lora=true", "lora=true is not supported under FSDP2"),
+     ("mixed_precision=fp16", "mixed_precision=fp16 is not supported under FSDP2")],
 )  # fmt: skip
 def test_what_a_sharded_model_cannot_do_is_refused_before_training(
     tmp_path, monkeypatch, capsys, override, message
@@ -162,17 +170,17 @@ def test_what_a_sharded_model_cannot_do_is_refused_before_training(
     assert not list((tmp_path / "run").glob("checkpoints/step_*"))
 
 
-def test_reft_under_fsdp2_is_refused_before_training(
+def test_online_self_training_under_fsdp2_is_refused_before_training(
     tmp_path, monkeypatch, capsys, digit_game_start
 ):
     for key, value in FSDP_ENV.items():
         monkeypatch.setenv(key, value)
     start = digit_game_start(tmp_path, 8)
-    args = ["train", f"model={start['model']}", f"train_data={start['data']}", "dev_data=null",
-            "batch_size=4", "samples_per_prompt=2", "mini_batch_size=8", "micro_batch_size=4",
-            "max_steps=1", "value_model=separate_critic", f"out_dir={tmp_path / 'run'}"]  # fmt: skip
+    args = ["self-train", "mode=online", f"model={start['model']}", f"train_data={start['data']}",
+            "dev_data=null", "batch_size=4", "micro_batch_size=4", "max_steps=1",
+            f"out_dir={tmp_path / 'run'}"]  # fmt: skip
     assert main(args) == 2
-    assert "the reft stage samples from the policy as it trains" in capsys.readouterr().err
+    assert "the self-train-online stage is not supported under FSDP2" in capsys.readouterr().err
 
 
 def _torchrun_fsdp(report: Path, *args: str) -> None:
@@ -203,7 +211,8 @@ def runs(tmp_path_factory, digit_game) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fsdp")
     rng = random.Random(0)
     data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(64)])
-    args = ["sft", f"train_data={data}", *SFT_ARGS]
+    dev = digit_game(root / "dev.json", [str(rng.randint(0, 9)) for _ in range(8)])
+    args = ["sft", f"train_data={data}", f"dev_data={dev}", *SFT_ARGS]
     assert main([*args, f"out_dir={root / 'one'}"]) == 0
     _torchrun_fsdp(root / "report", *args, f"out_dir={root / 'fsdp'}")
     return {"one": root / "one", "fsdp": root / "fsdp", "report": root / "report", "args": args}
@@ -277,6 +286,16 @@ def test_fsdp2_sft_on_two_ranks_matches_one_process(runs):
     moved = _max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
     gap = _max_gap(weights_one, _final_weights(fsdp))
     assert gap < WEIGHT_ATOL < moved, f"1 process vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
+    _assert_same_dev(one, fsdp, evaluations=3)
+
+
+def _assert_same_dev(a: Path, b: Path, evaluations: int) -> None:
+    """The same dev results: greedy decoding of (nearly) the same weights, by the main process
+    alone, from a copy gathered on every rank under FSDP2."""
+    dev_a, dev_b = read_metrics(a, "dev"), read_metrics(b, "dev")
+    assert len(dev_a) == len(dev_b) == evaluations
+    for x, y in zip(dev_a, dev_b, strict=True):
+        assert (x["accuracy"], x["response_tokens"]) == (y["accuracy"], y["response_tokens"])
 
 
 @pytest.mark.slow
@@ -315,4 +334,144 @@ def test_fsdp2_run_stopped_and_resumed_ends_on_the_unbroken_runs_weights(runs, t
     assert all(torch.equal(unbroken[key], resumed[key]) for key in unbroken)
     assert [r["loss"] for r in read_metrics(out, "train")] == [
         r["loss"] for r in read_metrics(runs["fsdp"], "train")
+    ]
+
+
+WARMUP_ARGS = ["model=preset:micro-llama", "dev_data=null", "batch_size=16", "micro_batch_size=16",
+               "lr=5e-3", "max_steps=40", "preset_vocab_size=300", "seed=0"]  # fmt: skip
+"""The SFT warm-up of the ReFT runs (one process, as tests/test_distributed.py's): long enough for
+the policy to answer, rightly for some games."""
+PPO_ARGS = ["dev_data=null", "dev_holdout=4", "eval_every=1", "eval_max_new_tokens=24",
+            "batch_size=8", "samples_per_prompt=2", "mini_batch_size=16", "max_new_tokens=24",
+            "max_steps=2", "lr=1e-3", "log_every=1", "seed=0"]  # fmt: skip
+"""Two ReFT steps from the warm-up on 20 digit games, 4 held out as dev and evaluated after each
+step. Each rank's sampling seed depends on (seed, step, rank) only, so DDP and FSDP2 sample the
+same responses from the same weights."""
+PPO_LOGGED = ("reward", "accuracy", "response_length", "kl", "policy_loss", "value_loss",
+              "entropy", "grad_norm", "explained_variance")  # fmt: skip
+
+PLAIN_COMPARE = """
+import json, sys
+sys.modules["reft"] = None  # `import reft` fails from here on
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+expected = load_file(sys.argv[2])
+state = model.state_dict()
+assert set(expected) <= set(state) and len(expected) > 10, sorted(set(state) ^ set(expected))
+print(json.dumps(max((state[k] - expected[k]).abs().max().item() for k in expected)))
+"""
+"""Loads a checkpoint with transformers alone and prints its largest weight gap to a safetensors
+file (the DDP run's final policy; a tied LM head is saved once, as the embedding)."""
+
+
+def _torchrun_ddp(*args: str) -> None:
+    """`reft ARGS` as 2 gloo DDP ranks of one thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for key in FSDP_ENV:
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "reft", *args]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _all_weights(out: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the final checkpoint (policy, value head, critic trunk), by file/key."""
+    final = Checkpointer(out).latest().path
+    return {
+        f"{path.relative_to(final)}/{key}": tensor
+        for path in sorted(final.rglob("*.safetensors"))
+        for key, tensor in load_file(path).items()
+    }
+
+
+@pytest.fixture(scope="module")
+def warmup(tmp_path_factory, digit_game) -> Path:
+    """The final checkpoint of a one-process SFT warm-up on 256 digit games."""
+    root = tmp_path_factory.mktemp("warmup")
+    rng = random.Random(0)
+    data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(256)])
+    assert main(["sft", f"train_data={data}", *WARMUP_ARGS, f"out_dir={root / 'sft'}"]) == 0
+    return Checkpointer(root / "sft").latest().path
+
+
+def _assert_ppo_curves_match(ddp: Path, fsdp: Path) -> None:
+    train_ddp, train_fsdp = read_metrics(ddp, "train"), read_metrics(fsdp, "train")
+    assert len(train_ddp) == len(train_fsdp) == 2
+    for a, b in zip(train_ddp, train_fsdp, strict=True):
+        for key in PPO_LOGGED:
+            assert math.isfinite(b[key]), (b["step"], key, b[key])
+            assert a[key] == pytest.approx(b[key], abs=LOSS_ATOL), (a["step"], key)
+    _assert_same_dev(ddp, fsdp, evaluations=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("value_model", "micro_batch_size", "top_k"),
+    [# two micro-batches per rank: the rollout's own policy+value forward; greedy rollouts, whose
+     # rewards vary (the warm-up's pick is right for some games; sampled, it is rarely well formed)
+     ("separate_critic", 4, 1),
+     # one: epoch 1's update forward stands in for it (fused); sampled rollouts
+     ("shared_trunk", 8, 0)],
+)  # fmt: skip
+def test_fsdp2_reft_with_dev_evaluation_matches_ddp(
+    warmup, tmp_path, digit_game, value_model, micro_batch_size, top_k
+):
+    """`reft train` on 2 FSDP2 ranks from an SFT warm-up: rollouts from a gathered copy of the
+    policy, the update through the sharded module, dev evaluation on the main process; the same
+    losses, dev results and final weights as 2 DDP ranks, and a checkpoint that transformers
+    loads without reft."""
+    rng = random.Random(1)  # random gold digits: the warm-up's pick is right for some prompts only
+    data = digit_game(tmp_path / "rl.json", [str(rng.randint(0, 9)) for _ in range(20)])
+    args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS,
+            f"value_model={value_model}", f"micro_batch_size={micro_batch_size}",
+            f"top_k={top_k}"]  # fmt: skip
+    _torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
+    _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={tmp_path / 'fsdp'}")
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    _assert_ppo_curves_match(ddp, fsdp)
+    rewards = [record["reward"] for record in read_metrics(fsdp, "train")]
+    assert top_k != 1 or any(0 < reward < 1 for reward in rewards), f"rewards {rewards} constant"
+    weights_ddp, weights_fsdp = _all_weights(ddp), _all_weights(fsdp)
+    moved = _max_gap(_final_weights(ddp), load_file(warmup / "model.safetensors"))
+    gap = _max_gap(weights_ddp, weights_fsdp)
+    assert gap < WEIGHT_ATOL < moved, f"DDP vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
+    final = Checkpointer(fsdp).latest().path
+    reference = Checkpointer(ddp).latest().path / "model.safetensors"
+    command = [sys.executable, "-c", PLAIN_COMPARE, str(final), str(reference)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) < WEIGHT_ATOL
+
+
+@pytest.mark.slow
+def test_fsdp2_reft_stopped_and_resumed_ends_on_the_unbroken_runs_weights(
+    warmup, tmp_path, digit_game
+):
+    """A 2-rank FSDP2 ReFT run (separate critic) stopped after step 1 and resumed: the critic and
+    head are restored before sharding, the optimizer state re-sharded; it ends bit-identically on
+    the unbroken run's weights and logged values."""
+    rng = random.Random(1)
+    data = digit_game(tmp_path / "rl.json", [str(rng.randint(0, 9)) for _ in range(20)])
+    args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS, "top_k=1",
+            "value_model=separate_critic", "micro_batch_size=4"]  # fmt: skip
+    unbroken, resumed = tmp_path / "unbroken", tmp_path / "resumed"
+    _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={unbroken}")
+    _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={resumed}", "stop_epochs=0.5")
+    assert [c.step for c in Checkpointer(resumed).list()] == [1]
+    _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={resumed}", "resume=true")
+    a, b = _all_weights(unbroken), _all_weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert _curve(unbroken) == _curve(resumed) and len(_curve(resumed)) == 2
+
+
+def _curve(out: Path) -> list[dict]:
+    """The logged train values, less the timings (which differ between runs)."""
+    volatile = ("time", "tokens_per_s")
+    return [
+        {key: value for key, value in record.items() if not key.startswith(volatile)}
+        for record in read_metrics(out, "train")
     ]

@@ -182,7 +182,7 @@ def test_lora_dropout_stays_off_after_updates_with_an_external_engine(start, tmp
 
     made = []
 
-    def copy_backend(_config, policy, *_args):
+    def copy_backend(_config, policy, *_args, **_kwargs):
         made.append(_CopyBackend(policy))
         return made[-1]
 

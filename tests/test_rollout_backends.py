@@ -7,13 +7,15 @@ The real-vLLM test is skipped without the `vllm` package or a CUDA device. To ru
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from reft.generation.backends import LocalBackend, VLLMBackend, pack_completions
+from reft.generation.backends import GatheredBackend, LocalBackend, VLLMBackend, pack_completions
 from reft.generation.config import GenerationEngine, SamplingConfig
 from reft.generation.engine import generate_ids
 from reft.models.presets import build_tiny_model
@@ -63,6 +65,28 @@ def test_local_backend_is_generate_ids_on_the_training_model(tiny_tokenizer, eng
                             seed=3, **ids)  # fmt: skip
     assert torch.equal(batch.response_ids, expected.response_ids)
     backend.sync_weights(lambda: pytest.fail("a local backend must not ask for the weights"))
+
+
+def test_gathered_backend_samples_from_a_copy_gathered_for_each_call(tiny_tokenizer):
+    """Under FSDP2 the rollout samples from a whole copy gathered per call (reft.train.sharding):
+    the backend enters the gathering context once per `generate` and samples from what it yields."""
+    model = build_tiny_model("micro-llama", tiny_tokenizer)
+    gathers = []
+
+    @contextmanager
+    def gathered():
+        gathers.append(copy.deepcopy(model))
+        yield gathers[-1]
+
+    prompts, sampling = [[5, 6, 7], [8, 9]], SamplingConfig(do_sample=True, max_new_tokens=6)
+    ids = {"eos_token_id": tiny_tokenizer.eos_token_id, "pad_token_id": tiny_tokenizer.pad_token_id}
+    backend = GatheredBackend(gathered, GenerationEngine.reft)
+    batch = backend.generate(prompts, sampling, seed=3, **ids)
+    expected = LocalBackend(model, GenerationEngine.reft).generate(prompts, sampling, seed=3, **ids)
+    assert torch.equal(batch.response_ids, expected.response_ids) and len(gathers) == 1
+    backend.sync_weights(lambda: pytest.fail("the backend gathers when it samples, not on sync"))
+    backend.generate(prompts, sampling, seed=3, **ids)
+    assert len(gathers) == 2
 
 
 class _FakeEngineModel:

@@ -11,7 +11,9 @@
 
 Backends (`rollout_backend=`, chosen once in `make_rollout_backend`):
 - `reft` (default) and `hf`: `reft.generation.engine.generate_ids` on the training model (its own KV-cache
-  decode loop, or transformers' `model.generate`).
+  decode loop, or transformers' `model.generate`). Under FSDP2, where each rank holds a shard,
+  `GatheredBackend` samples the same way from a whole copy gathered for each call
+  (reft.train.sharding).
 - `vllm` (extra `reft[vllm]`, CUDA only): an in-process `vllm.LLM` beside the trainer on the same GPU,
   taking `vllm_gpu_memory_utilization` of its memory. It loads the policy's starting checkpoint, and
   after every update receives the full weights (merged ones under LoRA) through the engine model's
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import torch
@@ -77,6 +80,37 @@ class LocalBackend:
 
     def sync_weights(self, weights: Callable[[], Weights]) -> None:
         """Nothing to do: the rollouts come from the model being trained."""
+
+
+class GatheredBackend:
+    """Samples with reft's generators from a whole policy that `gathered()` provides for each call
+    (under FSDP2 a copy gathered from the shards: every rank must call `generate` at the same
+    point). Each call gathers the current weights, so there is nothing to sync."""
+
+    def __init__(
+        self,
+        gathered: Callable[[], AbstractContextManager[torch.nn.Module]],
+        engine: GenerationEngine,
+    ) -> None:
+        self.gathered = gathered
+        self.engine = engine
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingConfig,
+        *,
+        eos_token_id: int | Sequence[int],
+        pad_token_id: int,
+        seed: int,
+    ) -> GeneratedBatch:
+        with self.gathered() as policy:
+            return LocalBackend(policy, self.engine).generate(
+                prompts, sampling, eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed
+            )
+
+    def sync_weights(self, weights: Callable[[], Weights]) -> None:
+        """Nothing to do: `generate` gathers the weights it samples from."""
 
 
 def pack_completions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from reft.answers.grader import Grader
 from reft.data.example import Example
@@ -10,11 +11,15 @@ from reft.evaluate.predict import answered_rate, mean_response_tokens, predict, 
 from reft.generation.config import SamplingConfig
 from reft.train.loop import TrainingRun
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 def make_dev_evaluator(
     run: TrainingRun, examples: list[Example] | None
-) -> Callable[[], dict[str, float]] | None:
-    """A no-argument function that evaluates the run's current policy on `examples` (None: no dev).
+) -> Callable[[PreTrainedModel], dict[str, float]] | None:
+    """A function that evaluates the policy it is given (the run's current one, from
+    `TrainingRun.evaluate`) on `examples` (None: no dev).
 
     The grader uses the training reward's strict rule, so dev accuracy and train reward agree.
     """
@@ -28,9 +33,9 @@ def make_dev_evaluator(
     )
     grader = Grader(examples[0].answer_kind, config.cot, strict=True)
 
-    def evaluate() -> dict[str, float]:
+    def evaluate(policy: PreTrainedModel) -> dict[str, float]:
         results = predict(
-            run.policy, run.tokenizer, examples, config.cot, sampling, grader,
+            policy, run.tokenizer, examples, config.cot, sampling, grader,
             seed=config.seed, progress=f"{run.stage} dev",
         )  # fmt: skip
         return {

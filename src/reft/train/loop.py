@@ -54,7 +54,7 @@ from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
 from reft.train.resume import RECORD_ONLY, check_resume, describe_changes, resume_changes
 from reft.train.sharding import (
-    GENERATING_STAGES,
+    FSDP2_REFUSED_STAGES,
     ShardedTrainable,
     fsdp2_requested,
     load_optimizer_state,
@@ -72,7 +72,8 @@ class Companion(Protocol):
 
 
 StepFn = Callable[[int], dict[str, float]]
-EvalFn = Callable[[], dict[str, float]]
+EvalFn = Callable[[torch.nn.Module], dict[str, float]]
+"""Dev metrics of the policy it is given (`TrainingRun.generation_policy`)."""
 DEV_METRIC = "accuracy"
 """The dev metric that selects the best checkpoint unless a trainer names another."""
 COMPLETE_FILE = "complete.json"
@@ -239,18 +240,15 @@ class TrainingRun:
         ConfigError for what a sharded model cannot do."""
         if not fsdp2_requested():
             return False
-        if self.stage in GENERATING_STAGES:
-            raise ConfigError(f"the {self.stage} stage samples from the policy as it trains, which "
-                              "FSDP2 does not support yet: launch it without FSDP2 (DDP, ZeRO-2)")  # fmt: skip
+        if self.stage in FSDP2_REFUSED_STAGES:
+            raise ConfigError(f"the {self.stage} stage is not supported under FSDP2 yet (its ranks "
+                              "train on different numbers of micro-batches, so their collectives "
+                              "would not pair up): launch it without FSDP2 (DDP, ZeRO-2)")  # fmt: skip
         if self.config.lora:
             raise ConfigError("lora=true is not supported under FSDP2: launch without it (DDP)")
         if self.config.mixed_precision is MixedPrecision.fp16:
             # fp16's loss scaler is unscaled by accelerate's optimizer wrapper, not used here.
             raise ConfigError("mixed_precision=fp16 is not supported under FSDP2: use bf16")
-        if self.config.dev_data or self.config.dev_holdout:
-            # Dev evaluation generates on the main process alone; a sharded forward needs every rank.
-            raise ConfigError("dev evaluation is not supported under FSDP2 yet: pass "
-                              "dev_data=null (and no dev_holdout), evaluate best/ or final/ after")  # fmt: skip
         if not torch.distributed.is_initialized():
             logger.warning("FSDP2 asked for, but this is a single process: training unsharded")
             return False
@@ -411,10 +409,12 @@ class TrainingRun:
         return self.total_steps
 
     def evaluate(self, eval_fn: EvalFn | None) -> dict[str, float] | None:
-        """Run `eval_fn` on the main process and log it as the dev split."""
+        """Run `eval_fn` on the main process and log it as the dev split. Under FSDP2 every rank
+        takes part in gathering the policy whole; the main process alone evaluates the copy."""
         if eval_fn is None:
             return None
-        dev = eval_fn() if self.is_main else None
+        with self.generation_policy() as policy:
+            dev = eval_fn(policy) if self.is_main else None
         self.accelerator.wait_for_everyone()
         if self.is_main:
             self.metrics.log(self.state.step, dev, "dev", self.state.elapsed)
@@ -459,6 +459,14 @@ class TrainingRun:
             return iter(self.sharding.policy_weights().items())
         state = merged_state_dict(self.lora) if self.lora is not None else self.policy.state_dict()
         return iter(state.items())
+
+    def generation_policy(self) -> AbstractContextManager[torch.nn.Module]:
+        """The policy to sample from (rollouts, dev evaluation): `policy` itself, or under FSDP2 a
+        whole copy gathered from the shards for the duration of the context, which every rank must
+        then enter at the same point (reft.train.sharding)."""
+        if self.sharding is not None:
+            return self.sharding.gathered_for_generation()
+        return nullcontext(self.policy)
 
     def _trainer_state(self) -> dict[str, Any]:
         """What trainer_state.pt holds; under FSDP2 the optimizer state is gathered whole, keyed by

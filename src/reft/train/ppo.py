@@ -392,6 +392,7 @@ def build_ppo_step(config: PPOConfig) -> tuple[TrainingRun, PPOStep, Grader, lis
     backend = make_rollout_backend(
         config, actor_critic.policy, run.model_source(), run.accelerator.process_index,
         run.num_processes, run.device,
+        gathered=run.generation_policy if run.sharding is not None else None,
     )  # fmt: skip
     backend.sync_weights(run.policy_weights)
     grader = Grader.of(examples[0].answer_kind, config.cot, config.grading)

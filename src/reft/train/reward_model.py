@@ -38,7 +38,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reft.config import config_to_dict
 from reft.data.errors import DataError
@@ -55,6 +55,9 @@ from reft.train.data import load_train_and_dev
 from reft.train.loop import RunState, TrainingRun
 from reft.train.reward_model_steps import RM_STEPS, RMFeatures
 from reft.train.solution_sampling import first_unique, sample_training_solutions, sampling_settings
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -213,14 +216,15 @@ def tokenize_rm(
 
 def make_rm_evaluator(
     run: TrainingRun, records: list[RMRecord]
-) -> Callable[[], dict[str, float]] | None:
-    """Dev metrics of the current classifier on `records` (None: no dev records)."""
+) -> Callable[[torch.nn.Module], dict[str, float]] | None:
+    """Dev metrics on `records` of the classifier it is given (the run's current one) (None: no
+    dev records)."""
     if not records:
         return None
     pairs = [(record.question, record.solution) for record in records]
 
-    def evaluate() -> dict[str, float]:
-        scores = score_solutions(run.policy, run.tokenizer, pairs, run.config.eval_batch_size)
+    def evaluate(classifier: torch.nn.Module) -> dict[str, float]:
+        scores = score_solutions(classifier, run.tokenizer, pairs, run.config.eval_batch_size)
         return rm_dev_metrics(records, scores)
 
     return evaluate

@@ -48,7 +48,7 @@ from reft.answers.grader import Grader
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.data.tokenize import encode_prompt
-from reft.generation.backends import LocalBackend, RolloutBackend, VLLMBackend
+from reft.generation.backends import GatheredBackend, LocalBackend, RolloutBackend, VLLMBackend
 from reft.generation.config import GenerationEngine, SamplingConfig
 from reft.generation.engine import GeneratedBatch, generate_ids
 from reft.models.load import resolve_dtype
@@ -108,8 +108,11 @@ def sampling_config(config: PPOConfig) -> SamplingConfig:
 def make_rollout_backend(
     config: PPOConfig, policy: torch.nn.Module, model_path: str, process_index: int,
     num_processes: int, device: torch.device,
+    gathered: Callable[[], AbstractContextManager[torch.nn.Module]] | None = None,
 ) -> RolloutBackend:  # fmt: skip
-    """The backend `config.rollout_backend` names; a vLLM engine starts from `model_path`."""
+    """The backend `config.rollout_backend` names; a vLLM engine starts from `model_path`.
+    `gathered`: where a sharded (FSDP2) `policy` cannot sample itself, what gives a whole copy of
+    it for each rollout (`TrainingRun.generation_policy`)."""
     if config.rollout_backend is RolloutBackendKind.vllm:
         return VLLMBackend.launch(
             model_path, dtype=str(resolve_dtype(config.dtype)).removeprefix("torch."),
@@ -117,7 +120,10 @@ def make_rollout_backend(
             max_model_len=config.max_length + config.sampling.max_new_tokens,
             num_processes=num_processes, process_index=process_index, device=device,
         )  # fmt: skip
-    return LocalBackend(policy, GenerationEngine(config.rollout_backend.value))
+    engine = GenerationEngine(config.rollout_backend.value)
+    if gathered is not None:
+        return GatheredBackend(gathered, engine)
+    return LocalBackend(policy, engine)
 
 
 @dataclass

@@ -17,6 +17,13 @@ each Hugging Face model's `_no_split_modules`), and the root unit with the rest 
 head, final norm, value head). Parameters keep their dtype; mixed precision is reft's autocast, as
 under DDP (no MixedPrecisionPolicy).
 
+Generation (PPO rollouts, dev evaluation): a whole copy of the policy is gathered on every rank
+for the duration (`ShardedTrainable.gathered_for_generation`) and sampled from like an unsharded
+model. Sampling through the sharded module itself would mix plain and DTensor parameters in the
+policy's own forward (the root unit's hooks run only through the root), and each rank decodes as
+many steps as its own longest response, so per-forward all-gathers would not pair up across ranks;
+the copy needs one gather per rollout, made before decoding, the same on every rank.
+
 Checkpoints: the gathers are collectives, so every rank calls them; only the main process receives
 the full tensors (on CPU) and writes. The weights are loaded into a plain copy of the trainable
 module (a structure-only copy made on the meta device before sharding, so it holds no memory between
@@ -30,7 +37,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +59,11 @@ LAYER_CLASSES_ENV = "FSDP_TRANSFORMER_CLS_TO_WRAP"
 fsdp_transformer_layer_cls_to_wrap)."""
 RAM_EFFICIENT_ENV = "FSDP_CPU_RAM_EFFICIENT_LOADING"
 """When true, transformers loads weights on local rank 0 only (others on the meta device)."""
-GENERATING_STAGES = frozenset({"reft", "self-train-online"})
-"""Stages that sample from the trained policy on every rank during training. Not under FSDP2 yet:
-they call the policy directly, not through the sharded root module, and each rank decodes as many
-steps as its own longest response, so the ranks' all-gathers would not pair up."""
+FSDP2_REFUSED_STAGES = frozenset({"self-train-online"})
+"""Stages not run under FSDP2 yet. Online self-training samples from a gathered copy as `reft
+train` does (`ShardedTrainable.gathered_for_generation`), but then trains each rank on its own
+correct samples, a number of micro-batches that differs between ranks, so the ranks' all-gathers
+and reduce-scatters would not pair up."""
 
 
 def fsdp2_requested(environ: Mapping[str, str] = os.environ) -> bool:
@@ -230,6 +239,33 @@ class ShardedTrainable:
         full = gather_weights(self.module, to_main_only=False)
         prefix = f"{self.policy_path}." if self.policy_path else ""
         return {k.removeprefix(prefix): v for k, v in full.items() if k.startswith(prefix)}
+
+    @contextmanager
+    def gathered_for_generation(self) -> Iterator[nn.Module]:
+        """A whole, frozen, eval-mode copy of the current policy on every rank's device, for
+        sampling (a snapshot: later optimizer steps do not reach it; dropped on exit). A
+        collective: every rank must enter it at the same point."""
+        whole = meta_copy(self.plain.get_submodule(self.policy_path))
+        whole.load_state_dict(self._full_policy_state(), assign=True)
+        _tie_weights(whole)
+        yield whole.requires_grad_(False).eval()
+
+    @torch.no_grad()
+    def _full_policy_state(self) -> dict[str, torch.Tensor]:
+        """The policy's state dict with every DTensor gathered whole (one all-gather per tensor,
+        in state-dict order, so the same on every rank). Only the policy is gathered, not a
+        critic beside it; a tied tensor is gathered once and stays tied in the copy."""
+        from torch.distributed.tensor import DTensor
+
+        policy = self.module.get_submodule(self.policy_path)
+        whole: dict[int, torch.Tensor] = {}
+        state = {}
+        for name, tensor in policy.state_dict(keep_vars=True).items():
+            if id(tensor) not in whole:
+                plain = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+                whole[id(tensor)] = plain.detach()
+            state[name] = whole[id(tensor)]
+        return state
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """The optimizer's full state keyed by parameter name, on the main process ({} elsewhere).

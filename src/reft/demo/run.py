@@ -22,6 +22,7 @@ from reft.demo.stages import plan_stages
 from reft.demo.studies import build_study_results, plan_study, study_table, write_study_report
 from reft.files import check_output_dir, write_json_atomic
 from reft.run_lock import RunLock
+from reft.train.interrupt import program_prefix, without_resume
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +74,10 @@ def resume_command(out_dir: Path, out_given: bool, argv: list[str] | None = None
     was the default's timestamped one. --resume goes right after `demo`, before any option or
     `key=value` of the user's, where it is parsed the same whatever follows."""
     argv = list(sys.argv if argv is None else argv)
-    program = Path(argv[0]).name if argv else "reft"
-    prefix = "python -m reft" if program == "__main__.py" else shlex.quote(program)
-    args = _without_resume(argv[1:])
+    args = without_resume(argv[1:])
     at = args.index("demo") + 1 if "demo" in args else 0
     added = ["--resume", *([] if out_given else ["--out", str(out_dir)])]
-    return " ".join([prefix, *map(shlex.quote, [*args[:at], *added, *args[at:]])])
-
-
-def _without_resume(args: list[str]) -> list[str]:
-    """`args` less any resume setting: `--resume [true|false]`, `--resume=...`, `resume=...`."""
-    kept: list[str] = []
-    for arg in args:
-        if arg.lower() in ("true", "false") and kept[-1:] == ["--resume"]:
-            continue  # the switch's value
-        kept.append(arg)
-    return [a for a in kept if a != "--resume" and not a.startswith(("--resume=", "resume="))]
+    return " ".join([program_prefix(argv), *map(shlex.quote, [*args[:at], *added, *args[at:]])])
 
 
 def run_seed(config: DemoConfig, seed: int, out_dir: Path, data_dir: Path, base: BasePlan):

@@ -51,7 +51,21 @@ class InterruptRequest:
 def resume_command(argv: list[str] | None = None) -> str:
     """The command line that continues this run: the same one with `resume=true`."""
     argv = list(sys.argv if argv is None else argv)
+    args = without_resume(argv[1:])
+    return " ".join([program_prefix(argv), *map(shlex.quote, args), "resume=true"])
+
+
+def program_prefix(argv: list[str]) -> str:
+    """How the command was invoked: `reft` (its console script), or `python -m reft`."""
     program = Path(argv[0]).name if argv else "reft"
-    prefix = "python -m reft" if program == "__main__.py" else shlex.quote(program)
-    args = [arg for arg in argv[1:] if arg not in ("--resume", "resume=true", "resume=True")]
-    return " ".join([prefix, *map(shlex.quote, args), "resume=true"])
+    return "python -m reft" if program == "__main__.py" else shlex.quote(program)
+
+
+def without_resume(args: list[str]) -> list[str]:
+    """`args` less any resume setting: `--resume [true|false]`, `--resume=...`, `resume=...`."""
+    kept: list[str] = []
+    for arg in args:
+        if arg.lower() in ("true", "false") and kept[-1:] == ["--resume"]:
+            continue  # the switch's value
+        kept.append(arg)
+    return [a for a in kept if a != "--resume" and not a.startswith(("--resume=", "resume="))]

@@ -147,12 +147,12 @@ def _full_options(*, to_main_only: bool) -> Any:
     return StateDictOptions(full_state_dict=True, cpu_offload=to_main_only)
 
 
-def gather_weights(module: nn.Module, *, to_main_only: bool = True) -> dict[str, torch.Tensor]:
-    """The full state dict of a sharded `module` (names as `module.state_dict()`): on CPU on the
-    main process only (to_main_only), else on every rank's device. A collective."""
+def gather_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The full state dict of a sharded `module` (names as `module.state_dict()`), on CPU on the
+    main process only ({} elsewhere). A collective."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    return get_model_state_dict(module, options=_full_options(to_main_only=to_main_only))
+    return get_model_state_dict(module, options=_full_options(to_main_only=True))
 
 
 def gather_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -236,9 +236,7 @@ class ShardedTrainable:
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         """The policy's full weights on every rank (e.g. for a rollout engine). A collective."""
-        full = gather_weights(self.module, to_main_only=False)
-        prefix = f"{self.policy_path}." if self.policy_path else ""
-        return {k.removeprefix(prefix): v for k, v in full.items() if k.startswith(prefix)}
+        return self._full_policy_state()
 
     @contextmanager
     def gathered_for_generation(self) -> Iterator[nn.Module]:

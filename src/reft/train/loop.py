@@ -54,7 +54,6 @@ from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
 from reft.train.resume import RECORD_ONLY, check_resume, describe_changes, resume_changes
 from reft.train.sharding import (
-    FSDP2_REFUSED_STAGES,
     ShardedTrainable,
     fsdp2_requested,
     load_optimizer_state,
@@ -240,10 +239,6 @@ class TrainingRun:
         ConfigError for what a sharded model cannot do."""
         if not fsdp2_requested():
             return False
-        if self.stage in FSDP2_REFUSED_STAGES:
-            raise ConfigError(f"the {self.stage} stage is not supported under FSDP2 yet (its ranks "
-                              "train on different numbers of micro-batches, so their collectives "
-                              "would not pair up): launch it without FSDP2 (DDP, ZeRO-2)")  # fmt: skip
         if self.config.lora:
             raise ConfigError("lora=true is not supported under FSDP2: launch without it (DDP)")
         if self.config.mixed_precision is MixedPrecision.fp16:

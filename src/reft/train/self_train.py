@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -237,9 +238,11 @@ class OnlineSelfTrainStep:
         rank, world = run.accelerator.process_index, run.num_processes
         indices = global_batch(len(self.questions), config.batch_size, config.seed, step)
         local = [self.questions[i] for i in shard(indices, rank, world)]
-        policy = run.accelerator.unwrap_model(run.model)
         seed = rollout_seed(config.seed, step, world, rank)
-        generated = sample_responses(policy, local, run.tokenizer, self.sampling, config.cot, seed)
+        with run.generation_policy() as policy:  # under FSDP2 a whole copy, gathered by all ranks
+            generated = sample_responses(
+                policy, local, run.tokenizer, self.sampling, config.cot, seed
+            )
         scores, correct = score_responses(generated, local, run.tokenizer, self.grader)
         own = sample_features(
             generated, correct.nonzero().flatten().tolist(), [e.id for e in local]
@@ -269,13 +272,15 @@ class OnlineSelfTrainStep:
                 gold_scale: float) -> dict[str, float]:  # fmt: skip
         """`update_epochs` optimizer steps; the first pass's NLL sums (the on-policy loss) are kept."""
         run, world = self.run, self.run.num_processes
+        own_chunks = self._own_chunks_everywhere(len(own))
         first: dict[str, float] = {}
         norms = []
         for _ in range(run.config.update_epochs):
             # DDP averages gradients over processes, hence x world; sync only on the last backward.
             own_totals = backward_micro_batches(
-                run, own, self.nll_sum, own_scale * world, sync=False
-            )
+                run, own, self.nll_sum, own_scale * world, sync=False,
+                min_chunks=own_chunks, filler=gold[: run.config.micro_batch_size],
+            )  # fmt: skip
             gold_totals = backward_micro_batches(run, gold, self.nll_sum, gold_scale * world)
             norms.append(run.clip_and_step())
             if not first:
@@ -283,6 +288,16 @@ class OnlineSelfTrainStep:
                 first = {"own_nll_sum": sums[0], "gold_nll_sum": sums[1],
                          "loss": own_scale * sums[0] + gold_scale * sums[1]}  # fmt: skip
         return first | {"grad_norm": sum(norms) / len(norms)}
+
+    def _own_chunks_everywhere(self, own_rows: int) -> int:
+        """Under FSDP2 the most own-sample micro-batches any rank has this step (every rank runs as
+        many, padding with zero-weight ones: reft.train.sft.backward_micro_batches); else 0. A rank's
+        correct samples, hence its micro-batches, differ from the others'."""
+        if self.run.sharding is None:
+            return 0
+        chunks = math.ceil(own_rows / self.run.config.micro_batch_size)
+        counts = torch.tensor([chunks], device=self.run.device)
+        return int(self.run.accelerator.gather(counts).max())
 
     def _sum_over_processes(self, values: list[float]) -> list[float]:
         if self.run.num_processes == 1:

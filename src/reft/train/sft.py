@@ -54,6 +54,8 @@ def backward_micro_batches(
     scale: float,
     *,
     sync: bool = True,
+    min_chunks: int = 0,
+    filler: list | None = None,
 ) -> dict[str, float]:
     """Forward and backward this process's `items`, `micro_batch_size` at a time, adding gradients.
 
@@ -61,16 +63,27 @@ def backward_micro_batches(
     backpropagates loss x scale. Gradients are synchronised across processes with the last chunk
     only, and only when `sync` (pass sync=False to every call of a step but its last). Returns the
     added-up floats and "loss_sum", the loss summed over all chunks.
+
+    With fewer than `min_chunks` chunks, the `filler` chunk is run in their place with scale 0 and
+    left out of the totals: under FSDP2 every forward and backward is a collective, so every rank
+    must run the same number of them even when its share of the data is smaller.
     """
     size = run.config.micro_batch_size
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    real = len(chunks)
+    if real < min_chunks:
+        if not filler:
+            raise ValueError("min_chunks needs a non-empty filler chunk")
+        chunks += [filler] * (min_chunks - real)
     totals: dict[str, float] = {"loss_sum": 0.0}
     run.model.train()
     for index, chunk in enumerate(chunks):
         with run.micro_batch(last=sync and index == len(chunks) - 1):
             with run.accelerator.autocast():
                 loss, stats = loss_sum_fn(chunk)
-            run.accelerator.backward(loss * scale)
+            run.accelerator.backward(loss * (scale if index < real else 0.0))
+        if index >= real:
+            continue
         totals["loss_sum"] += loss.item()
         for key, value in stats.items():
             totals[key] = totals.get(key, 0.0) + value

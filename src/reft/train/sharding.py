@@ -59,11 +59,6 @@ LAYER_CLASSES_ENV = "FSDP_TRANSFORMER_CLS_TO_WRAP"
 fsdp_transformer_layer_cls_to_wrap)."""
 RAM_EFFICIENT_ENV = "FSDP_CPU_RAM_EFFICIENT_LOADING"
 """When true, transformers loads weights on local rank 0 only (others on the meta device)."""
-FSDP2_REFUSED_STAGES = frozenset({"self-train-online"})
-"""Stages not run under FSDP2 yet. Online self-training samples from a gathered copy as `reft
-train` does (`ShardedTrainable.gathered_for_generation`), but then trains each rank on its own
-correct samples, a number of micro-batches that differs between ranks, so the ranks' all-gathers
-and reduce-scatters would not pair up."""
 
 
 def fsdp2_requested(environ: Mapping[str, str] = os.environ) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +88,9 @@ def test_sft_on_two_processes_matches_one_process(sft_runs):
     assert not (two / "metrics.jsonl").read_text().count('"step": 1,') > 1, "rank 1 wrote metrics"
 
 
-def test_reft_on_two_processes_matches_one_process(sft_runs, digit_game):
+@pytest.fixture(scope="module")
+def ppo_runs(sft_runs, digit_game) -> dict[str, Path]:
+    """ReFT from the 1-process SFT run: 1 process and 2 processes, with the same global batch."""
     root = sft_runs["root"]
     rng = random.Random(1)  # random gold digits: the greedy pick is right for some prompts only
     data = digit_game(root / "rl.json", [str(rng.randint(0, 9)) for _ in range(256)])
@@ -95,7 +98,11 @@ def test_reft_on_two_processes_matches_one_process(sft_runs, digit_game):
     args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS]
     assert main([*args, f"out_dir={root / 'ppo_one'}"]) == 0
     _torchrun(*args, f"out_dir={root / 'ppo_two'}")
-    one, two = root / "ppo_one", root / "ppo_two"
+    return {"one": root / "ppo_one", "two": root / "ppo_two", "args": args, "warmup": warmup}
+
+
+def test_reft_on_two_processes_matches_one_process(ppo_runs):
+    one, two, warmup = ppo_runs["one"], ppo_runs["two"], ppo_runs["warmup"]
     _assert_same_curves(one, two, ("reward", "response_length", "kl", "policy_loss", "value_loss",
                                    "grad_norm", "explained_variance"))  # fmt: skip
     rewards = [record["reward"] for record in read_metrics(one, "train")]
@@ -129,3 +136,58 @@ def test_critic_free_estimator_on_two_processes(sft_runs, digit_game):
         _final_files(out, "model.safetensors"), load_file(warmup / "model.safetensors")
     )
     assert moved > WEIGHT_ATOL, f"the policy barely moved ({moved:.2e})"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _torchrun_two_nodes(*args: str) -> None:
+    """`reft ARGS` as 2 "nodes" of 1 gloo rank each, launched as on two machines (one torchrun per
+    node, --nnodes 2 --node_rank N, a static rendezvous at the node-0 address: here localhost)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+              "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
+              "--master_port", str(_free_port())]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [*launch, "--node_rank", str(rank), "-m", "reft", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for rank, (node, output) in enumerate(zip(nodes, outputs, strict=True)):
+        assert node.returncode == 0, f"node {rank}:\n{output[-3000:]}"
+
+
+def test_two_nodes_take_the_same_steps_as_one_machine(sft_runs, ppo_runs):
+    """2 nodes x 1 process (torchrun --nnodes 2 on localhost) through SFT and ReFT: the same ranks
+    and collectives as 1 machine x 2 processes, so the same logged values and weights, bit for bit;
+    only global rank 0 writes (the out_dir is shared, as a multi-node run's must be)."""
+    root = sft_runs["root"]
+    sft_args = ["sft", f"train_data={root / 'sft.json'}", *SFT_ARGS]
+    _torchrun_two_nodes(*sft_args, f"out_dir={root / 'sft_nodes'}")
+    _torchrun_two_nodes(*ppo_runs["args"], f"out_dir={root / 'ppo_nodes'}")
+    for machine, nodes, names in [
+        (sft_runs["two"], root / "sft_nodes", ["model.safetensors"]),
+        (ppo_runs["two"], root / "ppo_nodes", ["model.safetensors", "value_head.safetensors"]),
+    ]:
+        assert _curve(machine) == _curve(nodes)
+        for name in names:
+            assert _max_gap(_final_files(machine, name), _final_files(nodes, name)) == 0.0, name
+        assert (nodes / "metrics.jsonl").read_text().count('"step": 1,') == 1, "rank 1 wrote"
+
+
+def _curve(out: Path) -> list[dict]:
+    """The logged train values, less the timings (which differ between runs)."""
+    volatile = ("time", "tokens_per_s")
+    return [
+        {key: value for key, value in record.items() if not key.startswith(volatile)}
+        for record in read_metrics(out, "train")
+    ]

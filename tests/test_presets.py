@@ -28,6 +28,7 @@ TEXTS = [
         ("micro-llama", 50_000, 1_000_000),
         ("tiny-llama", 2_000_000, 5_000_000),
         ("tiny-qwen2", 2_000_000, 5_000_000),
+        ("small-llama", 20_000_000, 60_000_000),
     ],
 )
 def test_parameter_counts_are_in_range(tiny_tokenizer, preset, low, high):

@@ -139,3 +139,18 @@ def test_preset_tokenizer_is_trained_on_preset_tokenizer_data(tmp_path):
     without = AutoTokenizer.from_pretrained(tmp_path / "b" / "init")
     assert len(with_corpus.tokenize(" " + word)) == 1
     assert len(without.tokenize(" " + word)) > 1
+
+
+def test_step_peak_memory_is_logged_per_step_on_an_accelerator(monkeypatch):
+    """On CUDA each logged step carries the peak allocated since the last step (the peak is reset
+    after reading); on CPU nothing is logged rather than a meaningless 0."""
+    from reft.train.loop import step_peak_memory
+
+    peaks, resets = iter([3 * 2**30, 2**29]), []
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: next(peaks))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: resets.append(device))
+    gpu = torch.device("cuda", 0)
+    assert step_peak_memory(gpu) == {"memory_peak_gib": 3.0}
+    assert step_peak_memory(gpu) == {"memory_peak_gib": 0.5}
+    assert resets == [gpu, gpu]
+    assert step_peak_memory(torch.device("cpu")) == {}

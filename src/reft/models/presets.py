@@ -57,6 +57,8 @@ PRESETS: dict[str, TinyPreset] = {
     "tiny-llama": TinyPreset("llama", 256, 4, 4, 4, 688),
     # ~3.1 M parameters: Qwen2-style (bias on q/k/v, grouped-query attention with 2 kv heads).
     "tiny-qwen2": TinyPreset("qwen2", 256, 4, 4, 2, 688),
+    # ~35 M parameters: the GPU check's model (bench/gpu_check.sh), too slow for CPU demos.
+    "small-llama": TinyPreset("llama", 512, 12, 8, 4, 1408),
 }
 """The registry of presets, by name."""
 

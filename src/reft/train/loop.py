@@ -358,6 +358,7 @@ class TrainingRun:
             step = self.state.step
             metrics["lr"] = self.scheduler.get_last_lr()[0]
             metrics["epoch"] = step / self.steps_per_epoch
+            metrics |= step_peak_memory(self.device)
             progress.update(1)
             progress.set_postfix(
                 {k: _short(v) for k, v in metrics.items() if k in _SHOWN}, refresh=False
@@ -554,6 +555,16 @@ _SHOWN = ("loss", "lr", "tokens_per_s", "reward", "accuracy", "kl")
 
 def _short(value: float) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def step_peak_memory(device: torch.device) -> dict[str, float]:
+    """{"memory_peak_gib": the most this process allocated on its accelerator since the last call}
+    (then the peak is reset, so each logged value is one step's); {} on CPU, which keeps no count."""
+    if device.type != "cuda":
+        return {}
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return {"memory_peak_gib": peak}
 
 
 def _format(metrics: dict[str, float] | None) -> str:

@@ -523,3 +523,83 @@ def test_fsdp2_sampled_data_trainers_match_ddp(warmup, tmp_path, digit_game, sta
     moved = _max_gap({k: final[k] for k in start}, start)  # the reward model adds a score head
     gap = _max_gap(final, _final_weights(fsdp))
     assert gap < WEIGHT_ATOL < moved, f"DDP vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
+
+
+FAKE_VLLM_LAUNCHER = """
+import atexit, os, sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from reft.cli import main
+from reft.generation.backends import VLLMBackend
+
+report = Path(os.environ["SHARD_REPORT"])
+synced = []
+
+
+class EngineModel:
+    def load_weights(self, weights):
+        synced.append({name: tensor.detach().clone() for name, tensor in weights})
+
+
+class FakeLLM:
+    # Each request gets its n samples: token 5 then the first stop token (a short wrong answer).
+    def __init__(self):
+        self.model = EngineModel()
+        worker = SimpleNamespace(worker=SimpleNamespace(model_runner=SimpleNamespace(model=self.model)))
+        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=worker))
+
+    def generate(self, requests, params, use_tqdm=True):
+        sample = SimpleNamespace(token_ids=(5, params["stop_token_ids"][0]))
+        return [SimpleNamespace(outputs=[sample] * params["n"]) for _ in requests]
+
+    def reset_prefix_cache(self):
+        pass
+
+
+def launch(cls, model_path, **settings):
+    return cls(FakeLLM(), dict, settings["device"])
+
+
+def dump():
+    torch.save({"syncs": len(synced), "last": synced[-1]}, report / f"vllm-rank{os.environ['RANK']}.pt")
+
+
+VLLMBackend.launch = classmethod(launch)
+atexit.register(dump)
+sys.exit(main(sys.argv[1:]))
+"""
+"""Runs `reft ARGS` with VLLMBackend.launch replaced by a fake in-process engine that records every
+weight sync; each rank dumps its number of syncs and the last weights it received."""
+
+
+@pytest.mark.slow
+def test_fsdp2_vllm_backend_receives_the_whole_policy_after_every_update(
+    warmup, tmp_path, digit_game
+):
+    """rollout_backend=vllm under FSDP2, against a fake engine: every rank's engine receives the
+    policy's full, unsharded weights under their Hugging Face names (gathered from the shards) at
+    the start and after each update; the last ones equal the final checkpoint."""
+    data = digit_game(tmp_path / "rl.json", ["7"] * 16)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "launch.py").write_text(FAKE_VLLM_LAUNCHER)
+    args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS, "dev_holdout=0",
+            "eval_every=0", "rollout_backend=vllm", f"out_dir={tmp_path / 'fsdp'}"]  # fmt: skip
+    env = {**os.environ, **FSDP_ENV, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "SHARD_REPORT": str(report)}  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(report / "launch.py"), *args]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    final = _final_weights(tmp_path / "fsdp")
+    moved = _max_gap(final, load_file(warmup / "model.safetensors"))
+    assert moved > WEIGHT_ATOL, f"the policy barely moved ({moved:.2e})"
+    for rank in (0, 1):
+        received = torch.load(report / f"vllm-rank{rank}.pt")
+        assert received["syncs"] == 1 + 2, "one sync at the start and one after each of 2 steps"
+        last = received["last"]
+        assert set(final) <= set(last), sorted(set(final) - set(last))
+        assert all(torch.equal(last[name], final[name]) for name in final), f"rank {rank}"

@@ -19,8 +19,9 @@ Backends (`rollout_backend=`, chosen once in `make_rollout_backend`):
   after every update receives the full weights (merged ones under LoRA) through the engine model's
   `load_weights`, the path TRL's colocated GRPO uses. Under `torchrun` / `accelerate launch` every
   rank runs its own engine (`distributed_executor_backend="external_launcher"`, tensor parallel 1).
-  Not covered: tensor-parallel engines, DeepSpeed ZeRO-3 / FSDP (each rank holds only a shard of the
-  weights to sync). vLLM samples with its own kernels and RNG, so its tokens differ from the `reft`
+  Under FSDP2 the synced weights are gathered from the shards first (`TrainingRun.policy_weights`, a
+  collective), so each rank's engine receives the whole policy. Not covered: tensor-parallel
+  engines, DeepSpeed ZeRO-3. vLLM samples with its own kernels and RNG, so its tokens differ from the `reft`
   backend's for the same seed; the PPO log-probs are recomputed by the training model either way.
 """
 

@@ -603,3 +603,29 @@ def test_fsdp2_vllm_backend_receives_the_whole_policy_after_every_update(
         last = received["last"]
         assert set(final) <= set(last), sorted(set(final) - set(last))
         assert all(torch.equal(last[name], final[name]) for name in final), f"rank {rank}"
+
+
+@pytest.mark.slow
+def test_fsdp2_critic_free_estimator_matches_ddp(warmup, tmp_path, digit_game):
+    """GRPO with the KL in the loss (no value model) on 2 FSDP2 ranks: whole groups on each rank,
+    the same logged values and final policy as 2 DDP ranks."""
+    rng = random.Random(1)
+    data = digit_game(tmp_path / "rl.json", [str(rng.randint(0, 9)) for _ in range(20)])
+    args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS, "estimator=grpo",
+            "kl_placement=loss", "kl_estimator=k3", "samples_per_prompt=4", "mini_batch_size=32",
+            "micro_batch_size=8", "top_k=2"]  # fmt: skip
+    _torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
+    _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={tmp_path / 'fsdp'}")
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    curves = [read_metrics(out, "train") for out in (ddp, fsdp)]
+    assert len(curves[0]) == len(curves[1]) == 2
+    for a, b in zip(*curves, strict=True):
+        assert "value_loss" not in b
+        for key in ("reward", "response_length", "kl", "kl_loss", "policy_loss", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], abs=LOSS_ATOL), (a["step"], key)
+    rewards = [record["reward"] for record in curves[1]]
+    assert any(0 < reward < 1 for reward in rewards), f"rewards {rewards} constant: no advantage"
+    moved = _max_gap(_final_weights(ddp), load_file(warmup / "model.safetensors"))
+    gap = _max_gap(_final_weights(ddp), _final_weights(fsdp))
+    assert gap < WEIGHT_ATOL < moved, f"DDP vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
+    assert not list(Checkpointer(fsdp).latest().path.glob("value_head*"))

@@ -13,7 +13,7 @@ import torch
 from reft.cli import main
 from reft.config import ConfigError, load_config
 from reft.data.collate import pad_sft_batch
-from reft.data.example import AnswerKind, Example
+from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.prompts import program_header, render_prompt
 from reft.data.tokenize import IGNORE_INDEX, OverlengthPolicy, SFTFeatures
 from reft.evaluate.predict import GradedCompletion, QuestionResult
@@ -103,7 +103,9 @@ def test_records_are_tokenised_as_prompt_then_verbatim_target_and_eos(tiny_token
     record = SelfTrainingRecord(
         "q", "Tom has 3.", "Tom has 3.\nTherefore, the answer is: 3.0", "sample"
     )
-    features, report = tokenize_records([record], tiny_tokenizer, 512, OverlengthPolicy.skip)
+    features, report = tokenize_records(
+        [record], tiny_tokenizer, CotKind.nl, 512, OverlengthPolicy.skip
+    )
     (feature,) = features
     prompt_len = len(tiny_tokenizer.encode(render_prompt(record.question)))
     assert feature.labels[:prompt_len] == [IGNORE_INDEX] * prompt_len
@@ -112,7 +114,7 @@ def test_records_are_tokenised_as_prompt_then_verbatim_target_and_eos(tiny_token
     assert tiny_tokenizer.decode(target[:-1]) == record.target
     assert report.kept == 1
     short, report = tokenize_records(
-        [record], tiny_tokenizer, prompt_len + 2, OverlengthPolicy.skip
+        [record], tiny_tokenizer, CotKind.nl, prompt_len + 2, OverlengthPolicy.skip
     )
     assert short == [] and report.skipped_overlength == 1
 

@@ -14,7 +14,7 @@ from reft.config import ConfigError, add_config_arguments, config_from_args, sav
 from reft.data.errors import DataError
 from reft.data.example import CotKind
 from reft.data.loaders import detect_cot_kind, load_dataset, write_examples
-from reft.data.prompts import render_generation_prompt, render_prompt, render_target
+from reft.data.prompts import render_generation_prompt, render_target, split_training_text
 from reft.data.synthetic import SPLITS, SynthConfig, generate_examples
 from reft.files import check_output_file
 
@@ -99,32 +99,36 @@ def run_stats(args: argparse.Namespace) -> int:
     print("---- prompt " + "-" * 40)
     print(render_generation_prompt(example.question, cot), end="")
     if example.cot:
-        print("\n---- SFT target (after the plain prompt) " + "-" * 12)
-        print(render_target(example, cot))
+        prompt, target = split_training_text(example.question, render_target(example, cot), cot)
+        after = (
+            "the prompt above"
+            if prompt == render_generation_prompt(example.question, cot)
+            else "the plain prompt"
+        )
+        print(f"\n---- SFT target (after {after}) " + "-" * 12)
+        print(target)
     return 0
 
 
 def _print_token_lengths(examples: list, tokenizer_name: str, cot: CotKind) -> None:
+    """Percentiles of the sampling prompt's tokens and, for gold solutions, of the tokens SFT
+    trains on (cut as `reft.data.tokenize.tokenize_sft` cuts them)."""
     from transformers import AutoTokenizer
 
-    from reft.data.tokenize import encode_prompt, encode_target
+    from reft.data.tokenize import IGNORE_INDEX, OverlengthPolicy, encode_prompt, tokenize_sft
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     prompts = [
-        len(encode_prompt(tokenizer, render_prompt(example.question))) for example in examples
+        len(encode_prompt(tokenizer, render_generation_prompt(example.question, cot)))
+        for example in examples
     ]
-    print(f"prompt tokens  {_percentiles(prompts)}")
+    print(f"prompt tokens  {_percentiles(prompts)}  (as sampling sees it)")
     trained = [example for example in examples if example.cot]
     if trained:
-        targets = [
-            len(encode_target(tokenizer, render_target(example, cot))) for example in trained
-        ]
-        totals = [
-            len(encode_prompt(tokenizer, render_prompt(e.question))) + t
-            for e, t in zip(trained, targets, strict=True)
-        ]
+        features, _ = tokenize_sft(trained, tokenizer, cot, 2**31, OverlengthPolicy.skip)
+        targets = [sum(label != IGNORE_INDEX for label in f.labels) for f in features]
         print(f"target tokens  {_percentiles(targets)}  (EOS included)")
-        print(f"total tokens   {_percentiles(totals)}")
+        print(f"total tokens   {_percentiles([len(f.input_ids) for f in features])}")
 
 
 def _percentiles(values: list[int]) -> str:

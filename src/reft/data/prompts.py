@@ -1,5 +1,4 @@
-(
-    """Prompt and target rendering, byte-exact with the paper's code (lqtrung1998/mwp_ReFT).
+"""Prompt and target rendering, byte-exact with the paper's code (lqtrung1998/mwp_ReFT).
 
     prompt        = "Question:\\n" + question.strip() + "\\nAnswer reasoning:\\n"
     N-CoT target  = cot.strip() + "\\nTherefore, the answer is: " + answer      (EOS appended at tokenisation)
@@ -8,13 +7,15 @@
 For P-CoT, generation (sampling, evaluation, RL rollouts) starts after the program header, so the model
 continues a function whose docstring is the question:
 
-    generation prompt = prompt + 'def solution():\\n    """
-    " + question.strip() + "
-    """\\n'
+    generation prompt = prompt + 'def solution():\\n    \"\"\"' + question.strip() + '\"\"\"\\n'
 
-SFT still trains on the full program (header included) after the plain prompt, as the reference does.
+Training cuts its text at the same place (`split_training_text`): a P-CoT target that starts with
+that header is trained as the generation prompt (no loss) + the program body, so the token ids at the
+prompt/program boundary are the ones the model is conditioned on when sampling. The reference trains
+on the full program after the plain prompt; with byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM2 and
+our presets) the newline ending the header then merges with the body's indentation into one token, a
+boundary the model never sees when sampling, and a warm-up writes a second `def solution():`.
 """
-)
 
 from __future__ import annotations
 
@@ -61,3 +62,22 @@ def solution_text(question: str, completion: str, cot: CotKind) -> str:
     """
     text = program_header(question) + completion if cot is CotKind.python else completion
     return text.strip()
+
+
+def continues_program_header(question: str, target: str) -> bool:
+    """Whether a P-CoT target starts with this question's program header (so it can be trained as the
+    generation prompt + its body); a dataset may write another docstring, or none."""
+    return target.startswith(program_header(question))
+
+
+def split_training_text(question: str, target: str, cot: CotKind) -> tuple[str, str]:
+    """(prompt, completion) of one training text: render_prompt(question) + target, cut where sampling
+    cuts it.
+
+    A P-CoT target that continues the program header is cut after the header, so `prompt` is exactly
+    `render_generation_prompt(question, cot)` and the token ids there match sampling. Any other target
+    (N-CoT, or a program with a different or no header) is cut after the plain prompt, as before.
+    """
+    if cot is CotKind.python and continues_program_header(question, target):
+        return render_generation_prompt(question, cot), target[len(program_header(question)) :]
+    return render_prompt(question), target

@@ -16,12 +16,13 @@ graded correct (reward exactly 1), and takes `update_epochs` optimizer steps on
 step's questions). No reference model, value head or KL.
 
 Targets. A sampled completion is turned into the text SFT trains on by `reft.data.prompts.solution_text`: for
-P-CoT the program header of the generation prompt is put back, so offline targets are full programs
-after the plain prompt, exactly like gold P-CoT targets; N-CoT completions already end with the answer
-trigger and the MODEL's answer, and are trained on verbatim (never re-rendered with the gold answer).
-Online samples are trained on the exact token ids that were sampled, after the exact generation
-prompt (for P-CoT: prompt + header, the header carrying no loss), as the reference does; the gold half
-uses the ordinary SFT features.
+P-CoT the program header of the generation prompt is put back, so offline targets are full programs,
+exactly like gold P-CoT targets, and are tokenised like them (`tokenize_pairs`: the generation prompt
+encoded as at sampling time, no loss, then the program body + EOS); N-CoT completions already end with
+the answer trigger and the MODEL's answer, and are trained on verbatim after the plain prompt (never
+re-rendered with the gold answer). Online samples are trained on the exact token ids that were
+sampled, after the exact generation prompt ids (for P-CoT: prompt + header, the header carrying no
+loss), as the reference does; the gold half uses the ordinary SFT features, cut the same way.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch
 
 from reft.answers.grader import Grader
 from reft.config import config_to_dict
-from reft.data.example import Example
+from reft.data.example import CotKind, Example
 from reft.data.loaders import require_cot
 from reft.data.prompts import render_target, solution_text
 from reft.data.tokenize import (
@@ -80,7 +81,8 @@ SELF_TRAINING_DATA = "self_training_data.json"
 
 @dataclass(frozen=True)
 class SelfTrainingRecord:
-    """One offline training pair: the plain prompt of `question`, then `target` (+ EOS)."""
+    """One offline training pair: the prompt of `question`, then `target` (+ EOS); a P-CoT target is
+    cut after its program header, as at sampling (`reft.data.prompts.split_training_text`)."""
 
     id: str
     """Id of the question it answers."""
@@ -135,12 +137,14 @@ def select_self_training_data(
 def tokenize_records(
     records: list[SelfTrainingRecord],
     tokenizer,
+    cot: CotKind,
     max_length: int,
     overlength: OverlengthPolicy,
 ) -> tuple[list[SFTFeatures], TokenizationReport]:
-    """SFT features of (plain prompt, verbatim target + EOS) pairs, with tokenize_sft's length rules."""
+    """SFT features of (prompt, verbatim target + EOS) pairs, cut and length-checked as tokenize_sft
+    cuts gold targets (a P-CoT program after its header, so the ids there match sampling)."""
     pairs = [(record.id, record.question, record.target) for record in records]
-    return tokenize_pairs(pairs, tokenizer, max_length, overlength)
+    return tokenize_pairs(pairs, tokenizer, cot, max_length, overlength)
 
 
 def offline_records(run: TrainingRun, examples: list[Example]) -> list[SelfTrainingRecord]:
@@ -167,7 +171,9 @@ def run_offline(config: SelfTrainConfig) -> RunState:
     require_cot(examples, config.cot, config.train_data)
     records = offline_records(run, examples)
     model, tokenizer = load_training_model(run, examples)
-    features, report = tokenize_records(records, tokenizer, config.max_length, config.overlength)
+    features, report = tokenize_records(
+        records, tokenizer, config.cot, config.max_length, config.overlength
+    )
     logger.info("tokenised the self-training data: %s", report.summary())
     return train_on_features(run, model, tokenizer, features, dev_examples)
 

@@ -71,7 +71,7 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path, capsys):
 
 
 def test_killed_run_resumes_to_the_same_weights_and_curve(tmp_path):
-    steps = ["max_steps=120", "save_every=10", "keep_last=20", "log_every=1", "dev_data=null"]
+    steps = ["max_steps=40", "save_every=5", "keep_last=20", "log_every=1", "dev_data=null"]
     unbroken = _run_cli(tmp_path / "a", *steps)
     assert unbroken.wait(timeout=600) == 0, unbroken.stdout.read()
 
@@ -81,7 +81,7 @@ def test_killed_run_resumes_to_the_same_weights_and_curve(tmp_path):
     deadline = time.time() + 600
     while time.time() < deadline:
         latest = checkpointer.latest()
-        if latest is not None and latest.step >= 30:
+        if latest is not None and latest.step >= 10:
             break
         assert victim.poll() is None, "the run ended before it could be killed"
         time.sleep(0.01)
@@ -89,13 +89,13 @@ def test_killed_run_resumes_to_the_same_weights_and_curve(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = checkpointer.latest().step
-    assert 30 <= killed_at < 120
+    assert 10 <= killed_at < 40
 
     resumed = _run_cli(killed_dir, *steps, "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
 
-    final_a = load_file(tmp_path / "a" / "checkpoints" / "step_000120" / "model.safetensors")
-    final_b = load_file(killed_dir / "checkpoints" / "step_000120" / "model.safetensors")
+    final_a = load_file(tmp_path / "a" / "checkpoints" / "step_000040" / "model.safetensors")
+    final_b = load_file(killed_dir / "checkpoints" / "step_000040" / "model.safetensors")
     assert final_a.keys() == final_b.keys()
     for name in final_a:
         assert torch.equal(final_a[name], final_b[name]), name

@@ -449,12 +449,13 @@ def test_quick_demo_end_to_end(quick_demo):
     base = json.loads((out / "base.json").read_text())
     assert base["cached"] is False and Path(base["start"]).is_dir()
     again = subprocess.run(  # a second demo elsewhere reuses the cached base
-        [sys.executable, "-m", "reft", "demo", "--quick", "--out", str(tmp_path / "again"),
+        [sys.executable, "-m", "reft", "-v", "demo", "--quick", "--out", str(tmp_path / "again"),
          f"base_cache={tmp_path / 'bases'}", "seeds=5", "task.train_size=100"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert json.loads((tmp_path / "again" / "base.json").read_text())["cached"] is True
+    assert "reft -v demo --quick --out" in (tmp_path / "again" / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
     with RunLock(out_dir, "--out"), resume_hint(out_dir, out_given=bool(config.out)):
         save_config(config, out_dir / "demo.yaml")
         data_dir = write_task(config, out_dir / "data")
-        command = command or shlex.join(["reft", "demo", *sys.argv[2:]])
+        command = command or shlex.join(["reft", *sys.argv[1:]])  # global flags (-v) included
         base = build_base(config, out_dir)
         planned = {seed: run_seed(config, seed, out_dir, data_dir, base) for seed in seeds}
         if config.study:

@@ -271,3 +271,50 @@ def test_reranker_test_quality_is_read_from_each_test_eval(tmp_path):
     (tmp_path / "eval" / "sft").mkdir(parents=True)  # an eval without a reranker: left out
     (tmp_path / "eval" / "sft" / "results.json").write_text(json.dumps({"metrics": {"top1": 0.2}}))
     assert seed_reranker_test(tmp_path) == {"reft": quality}
+
+
+def _pcot_reft_stage(seed_dir: Path) -> None:
+    """A P-CoT ReFT stage's logged train steps (step 1 paying the program workers' start-up) and
+    error shares in every test eval."""
+    parts = {"time_rollout": 0.3, "time_scoring": 0.06, "time_forward": 0.04, "time_update": 0.6}
+    steps = [{"step": 1, "split": "train", "epoch": 0.1, **parts, "time_scoring": 0.5,
+              "time_grade": 0.45, "programs_per_s": 35.0}]  # fmt: skip
+    steps += [{"step": s, "split": "train", "epoch": 0.1 * s, **parts, "time_grade": 0.05,
+               "programs_per_s": 320.0} for s in (2, 4, 6)]  # fmt: skip
+    (seed_dir / "reft").mkdir(parents=True, exist_ok=True)
+    (seed_dir / "reft" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    for method in ("warmup", *METHODS):
+        path = seed_dir / "eval" / method / "results.json"
+        document = json.loads(path.read_text())
+        kinds = {"timeout": 0.1, "memory": 0.0, "exception": 0.2, "no_result": 0.0,
+                 "crashed": 0.0, "forbidden": 0.05 if method == "reft" else 0.0}  # fmt: skip
+        document["metrics"] |= {f"top1_error_{kind}": share for kind, share in kinds.items()}
+        path.write_text(json.dumps(document))
+
+
+def test_pcot_report_shows_grading_cost_and_program_errors(tmp_path):
+    _finished_demo(tmp_path, seeds=(0,))
+    _pcot_reft_stage(tmp_path / "seed_0")
+    config = config_to_dict(demo_config(overrides=("cot=python",)))
+    results = build_results(config, [0], tmp_path, K)
+    json.dumps(results, allow_nan=False)
+    reft = results["budgets"]["0"]["reft"]
+    assert reft["grade_seconds"] == 0.05 and reft["programs_per_s"] == 320.0, "medians: not step 1"
+    assert reft["grade_share"] == pytest.approx(0.05 / 1.0)
+    assert "programs_per_s" not in results["budgets"]["0"]["sft"]
+    assert results["error_shares"]["reft"]["forbidden"] == 0.05
+    report = write_report(results, tmp_path, [], "reft demo --cot python").read_text()
+    budget_rows = [line for line in report.splitlines() if line.startswith("| 0 |")]
+    assert "| Grading s/step | Programs/s | Grading % of step |" in report
+    assert budget_rows[2].endswith("| 0.050 | 320 | 5.0 |"), "ReFT"
+    assert budget_rows[1].endswith("| – | – | – |"), "SFT grades no programs"
+    assert "## Program errors" in report
+    assert "| ReFT | 10.0 | 0.0 | 20.0 | 0.0 | 0.0 | 5.0 |" in report
+
+
+def test_nl_report_has_no_grading_columns_or_program_errors(tmp_path):
+    _finished_demo(tmp_path, seeds=(0,))
+    results = build_results(config_to_dict(demo_config()), [0], tmp_path, K)
+    report = write_report(results, tmp_path, [], "reft demo").read_text()
+    assert "| Seed | Method | Steps | Epochs | Own seconds | Seconds incl. warm-up |\n" in report
+    assert "Programs/s" not in report and "Program errors" not in report

@@ -62,7 +62,8 @@ def test_mean_reward_rises_with_bounded_kl(bandit, tmp_path):
     expected = {"reward", "accuracy", "kl", "response_length", "policy_loss", "value_loss",
                 "explained_variance", "clip_fraction", "approx_kl", "approx_kl_k3", "value_clip_fraction",
                 "entropy", "grad_norm", "lr",
-                "tokens_per_s", "time_rollout", "time_scoring", "time_forward", "time_update"}  # fmt: skip
+                "tokens_per_s", "time_rollout", "time_scoring", "time_grade", "time_forward",
+                "time_update", "error_no_answer"}  # fmt: skip
     assert expected <= set(train[0])
     assert train[0]["kl"] == 0.0, "at the first rollout the policy IS the reference"
 

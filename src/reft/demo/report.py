@@ -14,6 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from reft.answers.grading_stats import ERROR_KINDS, ERROR_PREFIX
+from reft.data.example import CotKind
 from reft.demo.stages import METHODS, reward_model_stage
 from reft.metrics import read_metrics
 
@@ -34,6 +36,12 @@ GENERALISATION_SPLITS = {"train": "eval_train", "test": "eval", "shifted": "eval
 """Each generalisation column's greedy top-1 and the folder of the evals it is read from."""
 GENERALISATION_COLUMNS = (*GENERALISATION_SPLITS, "gap")
 """The generalisation table's columns; `gap` is train - test (memorisation of trained questions)."""
+STEP_PARTS = ("time_rollout", "time_scoring", "time_forward", "time_update", "time_sync")
+"""The disjoint parts of a training step as the trainers log them: `time_grade` lies inside
+`time_scoring` (ReFT) or `time_rollout` (online self-training), `time_fused_forward` inside
+`time_update`."""
+TOP1_ERROR = f"top1_{ERROR_PREFIX}"
+"""The prefix of a test eval's error shares (`top1_error_timeout`, reft.evaluate.run)."""
 FULL_COMMAND = "reft demo --seeds 0,1,2"
 """The run whose numbers the README's table reports; a --quick report points to it."""
 QUICK_NOTE = (
@@ -168,8 +176,37 @@ def seed_budgets(seed_dir: Path) -> dict[str, dict[str, float]]:
             "epochs": round(epochs, 2),
             "seconds": round(own, 1),
             "total_seconds": round(own + (0.0 if method == "warmup" else seconds["warmup"]), 1),
-        }
+        } | grading_budget(train)
     return budgets
+
+
+def grading_budget(train: list[dict[str, Any]]) -> dict[str, float]:
+    """What grading programs cost a stage that samples and grades P-CoT programs at every step
+    (ReFT, online self-training), from its logged train records; {} for any other stage.
+
+    Medians over the logged steps, so the program workers' start-up at step 1 does not count:
+    `grade_seconds` (time_grade: waiting for the sandboxed programs), `programs_per_s`, and
+    `grade_share`, time_grade over the step's parts (STEP_PARTS)."""
+    graded = [r for r in train if "programs_per_s" in r]
+    if not graded:
+        return {}
+    shares = [r["time_grade"] / sum(r.get(part, 0.0) for part in STEP_PARTS) for r in graded]
+    return {
+        "grade_seconds": round(statistics.median(r["time_grade"] for r in graded), 4),
+        "programs_per_s": round(statistics.median(r["programs_per_s"] for r in graded), 1),
+        "grade_share": round(statistics.median(shares), 4),
+    }
+
+
+def seed_error_shares(seed_dir: Path) -> dict[str, dict[str, float]]:
+    """{method: {kind: share}}: how often each method's greedy test completions ended in each error
+    kind (its test eval's `top1_error_<kind>`; {} for an eval from before they were reported)."""
+    return {
+        method: {key.removeprefix(TOP1_ERROR): value
+                 for key, value in eval_metrics(seed_dir / "eval" / method).items()
+                 if key.startswith(TOP1_ERROR)}
+        for method in ("warmup", *METHODS)
+    }  # fmt: skip
 
 
 def dev_curves(seed_dir: Path) -> dict[str, list[tuple[float, float]]]:
@@ -224,6 +261,7 @@ def build_results(
     budgets = {seed: seed_budgets(out_dir / f"seed_{seed}") for seed in seeds}
     means, stds = aggregate(per_seed)
     generalisation_means, generalisation_stds = aggregate(generalisation)
+    errors = aggregate({seed: seed_error_shares(out_dir / f"seed_{seed}") for seed in seeds})[0]
     budget_seconds = {
         method: statistics.fmean(budgets[seed][method]["total_seconds"] for seed in seeds)
         for method in ("warmup", *METHODS)
@@ -246,6 +284,7 @@ def build_results(
         "reranker_test": {
             str(seed): seed_reranker_test(out_dir / f"seed_{seed}") for seed in seeds
         },
+        "error_shares": errors,
         "budget_seconds": budget_seconds,
         "budgets": {str(seed): budgets[seed] for seed in seeds},
         "base": _base_record(out_dir),
@@ -338,14 +377,54 @@ def _base_line(base: dict[str, Any] | None) -> str:
 
 
 def budgets_table(results: dict[str, Any]) -> str:
-    """Steps, epochs and seconds of each method's own stage, per seed."""
-    lines = ["| Seed | Method | Steps | Epochs | Own seconds | Seconds incl. warm-up |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for seed, budgets in results["budgets"].items():
-        for method, budget in budgets.items():
-            lines.append(f"| {seed} | {LABELS[method]} | {budget['steps']} | {budget['epochs']} | "
-                         f"{budget['seconds']:.0f} | {budget['total_seconds']:.0f} |")  # fmt: skip
+    """Steps, epochs and seconds of each method's own stage, per seed; with stages that graded
+    programs (P-CoT), also their grading seconds per step, programs per second and grading's share
+    of a step (`grading_budget`)."""
+    budgets = results["budgets"]
+    grading = any("programs_per_s" in b for seed in budgets.values() for b in seed.values())
+    extra = " Grading s/step | Programs/s | Grading % of step |" if grading else ""
+    lines = ["| Seed | Method | Steps | Epochs | Own seconds | Seconds incl. warm-up |" + extra,
+             "|---|---|---|---|---|---|" + "---|" * (3 if grading else 0)]  # fmt: skip
+    for seed, seed_budgets in budgets.items():
+        for method, budget in seed_budgets.items():
+            row = (f"| {seed} | {LABELS[method]} | {budget['steps']} | {budget['epochs']} | "
+                   f"{budget['seconds']:.0f} | {budget['total_seconds']:.0f} |")  # fmt: skip
+            lines.append(row + (_grading_cells(budget) if grading else ""))
     return "\n".join(lines)
+
+
+def _grading_cells(budget: dict[str, float]) -> str:
+    if "programs_per_s" not in budget:
+        return " – | – | – |"
+    return (f" {budget['grade_seconds']:.3f} | {budget['programs_per_s']:.0f} | "
+            f"{100 * budget['grade_share']:.1f} |")  # fmt: skip
+
+
+def error_shares_table(results: dict[str, Any]) -> str:
+    """Share (%) of each method's greedy test programs that ended in each execution error kind
+    (P-CoT demos; "" otherwise, or when no eval reported them)."""
+    if results["config"].get("cot") != CotKind.python.value:
+        return ""
+    rows = {m: shares for m, shares in results.get("error_shares", {}).items() if shares}
+    if not rows:
+        return ""
+    kinds = ERROR_KINDS[CotKind.python]
+    lines = [f"| Method | {' | '.join(kinds)} |", "|---" * (len(kinds) + 1) + "|"]
+    for method, shares in rows.items():
+        cells = [f"{100 * shares[k]:.1f}" if k in shares else "–" for k in kinds]
+        lines.append(f"| {LABELS[method]} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _error_shares_section(results: dict[str, Any]) -> list[str]:
+    """report.md's program-errors section (nothing for N-CoT demos)."""
+    table = error_shares_table(results)
+    if not table:
+        return []
+    spread = " (mean over seeds)" if len(results["seeds"]) > 1 else ""
+    return [f"## Program errors: share of greedy test programs (%){spread}", "", table, "",
+            "Every error earns reward 0; `forbidden` is a program that tried something the sandbox "
+            "forbids (docs/grading.md). Same checkpoints as the test table.", ""]  # fmt: skip
 
 
 def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], command: str) -> Path:
@@ -376,6 +455,7 @@ def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], co
         _reward_model_line(results.get("reward_model_dev", {})),
         "",
         *_k_curves_section(results),
+        *_error_shares_section(results),
         f"## Generalisation: greedy accuracy (%){spread}",
         "",
         generalisation_table(results),

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from reft.answers.checkers import harness_verdicts
 from reft.answers.compare import is_correct
 from reft.answers.grader import Grader
+from reft.answers.grading_stats import error_shares
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.evaluate.voting import majority_vote
@@ -97,6 +98,13 @@ def predict(
 def top1_accuracy(results: list[QuestionResult]) -> float:
     """Fraction of questions whose FIRST completion is correct (the greedy one for greedy decoding)."""
     return _mean(result.completions[0].correct for result in results)
+
+
+def top1_error_shares(results: list[QuestionResult], cot: CotKind) -> dict[str, float]:
+    """The share of each error kind among the FIRST completions, `error_<kind>` for every kind of
+    `cot` (reft.answers.grading_stats): how often the greedy policy crashes, times out or probes
+    the sandbox, which top-1 accuracy alone does not show."""
+    return error_shares([result.completions[0].error for result in results], cot)
 
 
 def harness_accuracy(results: list[QuestionResult], flexible: bool) -> float:

@@ -12,6 +12,8 @@ LEADING_COLUMNS = ("top1",)
 """Metrics shown first; the others follow in the order the runs report them."""
 SKIPPED = ("questions", "answered", "response_tokens")
 """Metrics that are not accuracies (the per-run details stay in each results.json)."""
+SKIPPED_PREFIX = "top1_error_"
+"""Error shares (`top1_error_timeout`, ...): not accuracies either."""
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -29,7 +31,7 @@ def results_table(runs: dict[str, dict[str, Any]]) -> str:
     a run did not compute shows as "-"."""
     columns = list(LEADING_COLUMNS)
     for results in runs.values():
-        columns += [m for m in results["metrics"] if m not in columns and m not in SKIPPED]
+        columns += [m for m in results["metrics"] if m not in columns and not _skipped(m)]
     lines = [
         "| run | questions | " + " | ".join(columns) + " |",
         "|---|---:|" + "---:|" * len(columns),
@@ -39,3 +41,7 @@ def results_table(runs: dict[str, dict[str, Any]]) -> str:
         cells = [f"{100 * metrics[c]:.1f}" if c in metrics else "-" for c in columns]
         lines.append(f"| {name} | {metrics.get('questions', '-')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _skipped(metric: str) -> bool:
+    return metric in SKIPPED or metric.startswith(SKIPPED_PREFIX)

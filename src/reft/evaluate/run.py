@@ -21,6 +21,7 @@ from reft.evaluate.predict import (
     pass_at_k,
     predict,
     top1_accuracy,
+    top1_error_shares,
     voting_accuracy,
 )
 from reft.evaluate.rerank import (
@@ -85,7 +86,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
 
     results.json: {"model", "dataset", "metrics": {name: number}, "curves" (k > 0 only; see
     `accuracy_curves`), "generation"}. The curves sit beside `metrics`, not in it, so `metrics` stays
-    one number per name (`reft eval-table` reads every entry as an accuracy)."""
+    one number per name (`reft eval-table` reads every entry as an accuracy but those it skips:
+    `answered`, `response_tokens`, and `top1_error_<kind>`, the share of greedy completions that
+    ended in each error kind)."""
     out_dir = check_output_dir(config.out_dir)
     with RunLock(out_dir):  # before anything is written there
         return _evaluate(config, out_dir)
@@ -102,6 +105,7 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
         write_jsonl(out_dir / "predictions_greedy.jsonl", greedy)
         metrics |= {"top1": top1_accuracy(greedy), "answered": answered_rate(greedy),
                     "response_tokens": mean_response_tokens(greedy)}  # fmt: skip
+        metrics |= {f"top1_{k}": v for k, v in top1_error_shares(greedy, config.cot).items()}
         if config.cot is CotKind.nl and examples[0].answer_kind is AnswerKind.numeric:
             # The same greedy outputs as lm-evaluation-harness's GSM8K filters would score them.
             metrics["top1_harness_strict"] = harness_accuracy(greedy, flexible=False)

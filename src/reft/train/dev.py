@@ -1,4 +1,5 @@
-"""Dev-split evaluation during training: greedy top-1 accuracy on the dev set (never the test set)."""
+"""Dev-split evaluation during training: greedy top-1 accuracy on the dev set (never the test set),
+with the share of each error kind among the greedy completions (`error_<kind>`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from typing import TYPE_CHECKING
 
 from reft.answers.grader import Grader
 from reft.data.example import Example
-from reft.evaluate.predict import answered_rate, mean_response_tokens, predict, top1_accuracy
+from reft.evaluate.predict import (
+    answered_rate,
+    mean_response_tokens,
+    predict,
+    top1_accuracy,
+    top1_error_shares,
+)
 from reft.generation.config import SamplingConfig
 from reft.train.loop import TrainingRun
 
@@ -42,6 +49,6 @@ def make_dev_evaluator(
             "accuracy": top1_accuracy(results),
             "answered": answered_rate(results),
             "response_tokens": mean_response_tokens(results),
-        }
+        } | top1_error_shares(results, config.cot)
 
     return evaluate

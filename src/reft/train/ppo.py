@@ -18,6 +18,12 @@ micro-batch, the rollout's separate no-grad policy+value forward is skipped and 
 forward supplies the old log-probs and values; metrics then show `time_forward` (the reference's
 forward only) and `time_fused_forward` (that shared forward, part of `time_update`).
 
+Grading: `time_grade` is the part of `time_scoring` spent inside the grader (for P-CoT, waiting for
+the sandboxed programs; `time_scoring` also decodes the responses); P-CoT steps log
+`programs_per_s`, the step's programs over all processes per second of (mean) `time_grade`. Every
+step logs `error_<kind>`, the share of its responses that ended in each error kind
+(reft.answers.grading_stats), so a policy that learns to crash or to probe the sandbox shows.
+
 Across processes (docs/scaling.md): each process rolls out its shard of the step's prompts; whitening
 is global by default; a mini-batch is `mini_batch_size / processes` rows of every process, and the
 loss weights are normalised by the GLOBAL mini-batch (sequences, or tokens for token_mean), so N
@@ -51,6 +57,8 @@ from reft.algos import (
 )
 from reft.algos.losses import LossAggregator
 from reft.answers.grader import Grader
+from reft.answers.grading_stats import error_shares, programs_per_second
+from reft.data.example import CotKind
 from reft.generation.backends import RolloutBackend
 from reft.models.load import load_causal_lm
 from reft.models.value import (
@@ -290,6 +298,9 @@ class PPOStep:
         metrics = self._rollout_metrics(experience) | losses
         metrics |= {f"time_{key}": value for key, value in timings.items()}
         metrics = self._mean_over_processes(metrics)
+        if config.cot is CotKind.python:
+            programs = experience.sequences.shape[0] * run.num_processes
+            metrics["programs_per_s"] = programs_per_second(programs, metrics["time_grade"])
         if self.config.estimator.uses_critic:
             metrics["explained_variance"] = self._explained_variance(experience)
         tokens = self._sum_over_processes(experience.response_mask.sum())
@@ -326,13 +337,15 @@ class PPOStep:
         return experience, losses
 
     def _rollout_metrics(self, experience: Experience) -> dict[str, float]:
+        """Per-sequence means of this process's rollout, with the share of each error kind (every
+        kind, 0.0 when absent: reft.answers.grading_stats)."""
         mask = experience.response_mask
         return {
             "reward": experience.scores.mean().item(),
             "accuracy": experience.correct.float().mean().item(),
             "kl": experience.kl.sum(dim=1).mean().item(),
             "response_length": mask.sum(dim=1).float().mean().item(),
-        }
+        } | error_shares(experience.errors, self.config.cot)
 
     def _explained_variance(self, experience: Experience) -> float:
         """1 - Var[returns - values] / Var[returns] over the response tokens of ALL processes."""

@@ -91,9 +91,12 @@ class Experience:
     """[N] bool: whether each response's answer is right."""
     kl: torch.Tensor
     """[N, T] float: per-token KL estimate (0 outside the response)."""
+    errors: list[str | None] = field(default_factory=list)
+    """[N] GradeResult.error of each response (None: an answer was extracted / returned)."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in rollout / scoring / forward (step 3's no-grad forwards), and fused_forward
-    when the policy+value forward was epoch 1's update forward instead (`reft.train.ppo`)."""
+    """Seconds spent in rollout / scoring (grade: its part inside `Grader.grade`) / forward (step
+    3's no-grad forwards), and fused_forward when the policy+value forward was epoch 1's update
+    forward instead (`reft.train.ppo`)."""
 
     @property
     def response_length(self) -> int:
@@ -142,8 +145,11 @@ class Samples:
     """[N] float: outcome rewards (1 / partial / 0)."""
     correct: torch.Tensor
     """[N] bool: whether each response's answer is right."""
+    errors: list[str | None] = field(default_factory=list)
+    """[N] GradeResult.error of each response (None: an answer was extracted / returned)."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in rollout / scoring / forward (the reference's, so far)."""
+    """Seconds spent in rollout / scoring (grade: its part inside `Grader.grade`) / forward (the
+    reference's, so far)."""
 
     @property
     def response_length(self) -> int:
@@ -206,8 +212,9 @@ def collect_samples(
     timings["rollout"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    scores, correct = score_responses(generated, examples, tokenizer, grader)  # 2
+    graded = score_responses(generated, examples, tokenizer, grader)  # 2
     timings["scoring"] = time.perf_counter() - started
+    timings["grade"] = graded.grade_seconds  # part of "scoring", which also decodes
 
     started = time.perf_counter()
     sequences = torch.cat([generated.prompt_ids, generated.response_ids], dim=1)  # 3
@@ -217,7 +224,8 @@ def collect_samples(
     timings["forward"] = time.perf_counter() - started
     return Samples(
         sequences=sequences, attention_mask=attention_mask, response_mask=generated.response_mask,
-        ref_logprobs=ref_logprobs, scores=scores, correct=correct, timings=timings,
+        ref_logprobs=ref_logprobs, scores=graded.scores, correct=graded.correct,
+        errors=graded.errors, timings=timings,
     )  # fmt: skip
 
 
@@ -237,7 +245,7 @@ def build_experience(
         sequences=samples.sequences, attention_mask=samples.attention_mask, response_mask=mask,
         old_logprobs=old_logprobs, ref_logprobs=samples.ref_logprobs, values=values,
         advantages=advantages, returns=returns, scores=samples.scores, correct=samples.correct,
-        kl=kl, timings=dict(samples.timings),
+        kl=kl, errors=samples.errors, timings=dict(samples.timings),
     )  # fmt: skip
 
 
@@ -342,10 +350,25 @@ def sample_responses(
     )  # fmt: skip
 
 
+@dataclass
+class ResponseGrades:
+    """Step 2's result for N responses, in rollout order."""
+
+    scores: torch.Tensor
+    """[N] float: outcome rewards (1 / partial / 0)."""
+    correct: torch.Tensor
+    """[N] bool: whether each response's answer is right."""
+    errors: list[str | None]
+    """[N] GradeResult.error of each response (reft.answers.grading_stats counts them)."""
+    grade_seconds: float
+    """Seconds inside `Grader.grade` (for P-CoT: waiting for the sandboxed programs), without
+    decoding the responses."""
+
+
 def score_responses(
     generated: GeneratedBatch, examples: list[Example], tokenizer, grader: Grader
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outcome scores [N] and correctness [N] of the decoded responses (EOS not part of the text)."""
+) -> ResponseGrades:
+    """Grades of the decoded responses (EOS not part of the text)."""
     texts = []
     for row in range(generated.response_ids.shape[0]):
         ids = generated.response_ids[row][generated.response_mask[row]]
@@ -353,7 +376,11 @@ def score_responses(
             ids = ids[:-1]
         texts.append(tokenizer.decode(ids, skip_special_tokens=True))
     golds = [example.answer for example in examples for _ in range(generated.num_samples)]
+    started = time.perf_counter()
     grades = grader.grade(texts, golds)
-    scores = torch.tensor([grade.reward for grade in grades], dtype=torch.float32)
-    correct = torch.tensor([grade.correct for grade in grades])
-    return scores, correct
+    return ResponseGrades(
+        scores=torch.tensor([grade.reward for grade in grades], dtype=torch.float32),
+        correct=torch.tensor([grade.correct for grade in grades]),
+        errors=[grade.error for grade in grades],
+        grade_seconds=time.perf_counter() - started,
+    )

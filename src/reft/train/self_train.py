@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from reft.answers.grader import Grader
+from reft.answers.grading_stats import error_shares, programs_per_second
 from reft.config import config_to_dict
 from reft.data.example import CotKind, Example
 from reft.data.loaders import require_cot
@@ -249,17 +250,19 @@ class OnlineSelfTrainStep:
             generated = sample_responses(
                 policy, local, run.tokenizer, self.sampling, config.cot, seed
             )
-        scores, correct = score_responses(generated, local, run.tokenizer, self.grader)
+        graded = score_responses(generated, local, run.tokenizer, self.grader)
         own = sample_features(
-            generated, correct.nonzero().flatten().tolist(), [e.id for e in local]
+            generated, graded.correct.nonzero().flatten().tolist(), [e.id for e in local]
         )
         gold = [self.gold[example.id] for example in local]
         rollout_done = time.perf_counter()
+        # Every process grades as many responses, so the mean of the shares is the global share.
+        shares = error_shares(graded.errors, config.cot)
         counts = self._sum_over_processes(
-            [_targets(own), _targets(gold), len(own), float(scores.sum()), len(scores),
-             float(generated.response_mask.sum())]
+            [_targets(own), _targets(gold), len(own), float(graded.scores.sum()), len(graded.errors),
+             float(generated.response_mask.sum()), *shares.values()]
         )  # fmt: skip
-        own_tokens, gold_tokens, own_rows, reward_sum, rows, response_tokens = counts
+        own_tokens, gold_tokens, own_rows, reward_sum, rows, response_tokens = counts[:6]
         own_scale, gold_scale = mixed_nll_scales(
             int(own_tokens), int(gold_tokens), config.own_weight, config.gold_weight
         )
@@ -271,7 +274,10 @@ class OnlineSelfTrainStep:
             "response_length": response_tokens / rows, "time_rollout": rollout_done - started,
             "time_update": time.perf_counter() - rollout_done,
             "tokens_per_s": response_tokens / (time.perf_counter() - started),
-        }  # fmt: skip
+            "time_grade": graded.grade_seconds,  # part of time_rollout
+        } | {key: total / world for key, total in zip(shares, counts[6:], strict=True)}  # fmt: skip
+        if config.cot is CotKind.python:  # all processes' programs / this one's grading seconds
+            update["programs_per_s"] = programs_per_second(int(rows), graded.grade_seconds)
         return {k: v for k, v in update.items() if not k.endswith("_nll_sum")}
 
     def _update(self, own: list[SFTFeatures], gold: list[SFTFeatures], own_scale: float,

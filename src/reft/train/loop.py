@@ -49,6 +49,7 @@ from reft.models.lora import (
     merged_state_dict,
 )
 from reft.run_lock import RunLock
+from reft.train import zero
 from reft.train.config import MixedPrecision, TrainConfig
 from reft.train.interrupt import InterruptRequest, resume_command
 from reft.train.optim import build_optimizer, build_scheduler
@@ -116,13 +117,17 @@ class TrainingRun:
         self.out_dir = check_output_dir(config.out_dir)
         _forget_other_precision(config.mixed_precision.value)
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision.value
+            mixed_precision=config.mixed_precision.value, **zero.accelerator_options()
         )
         self.is_main = self.accelerator.is_main_process
-        self.lock = RunLock(self.out_dir) if self.is_main else None
-        """This run's hold on out_dir, taken before anything is written there."""
         if not self.is_main:  # one copy of every INFO line, from the main process
             logging.getLogger("reft").setLevel(logging.WARNING)
+        self.zero_stage = zero.check_engaged(self.accelerator, config, stage)
+        """The ZeRO stage when `model` is a DeepSpeed engine (reft.train.zero), else None."""
+        self.deepspeed = self.zero_stage is not None
+        """Whether checkpoints add every rank's DeepSpeed optimizer partition."""
+        self.lock = RunLock(self.out_dir) if self.is_main else None
+        """This run's hold on out_dir, taken before anything is written there."""
         self.checkpointer = Checkpointer(self.out_dir, keep_last=config.keep_last)
         self._stop_if_complete()
         self.state = RunState()
@@ -149,6 +154,8 @@ class TrainingRun:
         self.scheduler: Any = None
         self.sharding: ShardedTrainable | None = None
         """Set when `model` is sharded with FSDP2 (reft.train.sharding): checkpoints gather it."""
+        self.zero3: zero.Zero3Policy | None = None
+        """Set when the policy is partitioned by ZeRO-3: checkpoints and generation gather it."""
         self.total_steps = 0
         self.steps_per_epoch = 1
 
@@ -230,6 +237,8 @@ class TrainingRun:
         optimizer = build_optimizer(parameters, self.config)
         self.scheduler = build_scheduler(optimizer, self.config, optimizer_steps or total_steps)
         self.model, self.optimizer = self._wrap(trainable, optimizer)
+        if self.zero_stage == 3:
+            self.zero3 = zero.Zero3Policy(self.policy, self.is_main)
         if self.resume_from is not None:
             self._restore(self.resume_from)
         return self.model
@@ -262,19 +271,16 @@ class TrainingRun:
         return trainable, optimizer
 
     def _configure_deepspeed(self) -> None:
-        """Under DeepSpeed: tell it the per-device micro-batch (reft has no dataloader to infer it
-        from) and leave accumulation to reft (`micro_batch`)."""
-        plugin = self.accelerator.state.deepspeed_plugin
-        if plugin is None:
-            return
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.config.micro_batch_size
-        plugin.deepspeed_config["gradient_accumulation_steps"] = 1
+        """Under DeepSpeed: its micro-batch, accumulation and clipping from reft's config."""
+        if self.deepspeed:
+            plugin = self.accelerator.state.deepspeed_plugin
+            zero.configure(plugin, self.config.micro_batch_size, self.config.max_grad_norm)
 
     def micro_batch(self, last: bool) -> AbstractContextManager:
         """Context of one micro-batch's forward and backward: gradients are synchronised across
         processes only with the `last` micro-batch of a step (DDP `no_sync`; under DeepSpeed, whose
         backward would otherwise take an optimizer step, the accumulation-boundary flag)."""
-        if self.accelerator.state.deepspeed_plugin is not None:
+        if self.deepspeed:
             self.accelerator.gradient_state._set_sync_gradients(last)
             return nullcontext()
         return nullcontext() if last else self.accelerator.no_sync(self.model)
@@ -405,8 +411,9 @@ class TrainingRun:
         return self.total_steps
 
     def evaluate(self, eval_fn: EvalFn | None) -> dict[str, float] | None:
-        """Run `eval_fn` on the main process and log it as the dev split. Under FSDP2 every rank
-        takes part in gathering the policy whole; the main process alone evaluates the copy."""
+        """Run `eval_fn` on the main process and log it as the dev split. Under FSDP2 and ZeRO-3
+        every rank takes part in gathering the policy whole; the main process alone evaluates the
+        copy."""
         if eval_fn is None:
             return None
         with self.generation_policy() as policy:
@@ -430,6 +437,10 @@ class TrainingRun:
         self.accelerator.wait_for_everyone()
         policy, save_extra = self._export()  # on every rank: FSDP2's gathers are collectives
         trainer_state = self._trainer_state()  # idem
+        if self.deepspeed:  # every rank writes its optimizer partition, moved into the checkpoint
+            staging = zero.staging_dir(self.checkpointer.root, self.state.step)
+            zero.save_state(self.model, staging, self.is_main)
+            save_extra = _then_move_zero_state(save_extra, staging)
         if self.is_main:
             meta = {"stage": self.stage, "epoch": self.state.step / self.steps_per_epoch,
                     "elapsed": self.state.elapsed, "dev": dev, "config": config_to_dict(self.config)}  # fmt: skip
@@ -445,6 +456,8 @@ class TrainingRun:
         process to write: under FSDP2 a plain copy built from the gathered weights (None elsewhere)."""
         if self.sharding is not None:
             return self.sharding.gathered()
+        if self.zero3 is not None:
+            return self.zero3.gathered()
         policy = MergedExport(self.lora) if self.lora is not None else self.policy
         return policy, (self.companion.save if self.companion is not None else None)
 
@@ -453,6 +466,8 @@ class TrainingRun:
         FSDP2 gathered, so every rank must call it)."""
         if self.sharding is not None:
             return iter(self.sharding.policy_weights().items())
+        if self.zero3 is not None:
+            return iter(self.zero3.policy_weights().items())
         state = merged_state_dict(self.lora) if self.lora is not None else self.policy.state_dict()
         return iter(state.items())
 
@@ -462,16 +477,19 @@ class TrainingRun:
         then enter at the same point (reft.train.sharding)."""
         if self.sharding is not None:
             return self.sharding.gathered_for_generation()
+        if self.zero3 is not None:
+            return self.zero3.gathered_for_generation()
         return nullcontext(self.policy)
 
     def _trainer_state(self) -> dict[str, Any]:
         """What trainer_state.pt holds; under FSDP2 the optimizer state is gathered whole, keyed by
         parameter name, on the main process (every rank must call it)."""
-        optimizer = (
-            self.sharding.optimizer_state(self.optimizer)
-            if self.sharding is not None
-            else self.optimizer.state_dict()
-        )
+        if self.deepspeed:  # DeepSpeed's own checkpoint of every rank's partition (`save`)
+            optimizer: dict[str, Any] = {"deepspeed": zero.ZERO_DIR}
+        elif self.sharding is not None:
+            optimizer = self.sharding.optimizer_state(self.optimizer)
+        else:
+            optimizer = self.optimizer.state_dict()
         return {
             "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
@@ -481,7 +499,12 @@ class TrainingRun:
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         state = checkpoint.trainer_state()
-        if self.sharding is not None:  # a full, name-keyed state: each rank keeps its shard
+        if self.deepspeed:
+            zero.load_state(self.model, checkpoint.path)
+        elif "deepspeed" in state["optimizer"]:
+            raise ConfigError(f"{checkpoint.path} was written under DeepSpeed: resume it with the "
+                              "same DeepSpeed launch")  # fmt: skip
+        elif self.sharding is not None:  # a full, name-keyed state: each rank keeps its shard
             load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         else:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -533,6 +556,19 @@ def _forget_other_precision(mixed_precision: str) -> None:
     previous = AcceleratorState._shared_state.get("_mixed_precision")
     if previous is not None and previous != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def _then_move_zero_state(
+    save_extra: Callable[[Path], None] | None, staging: Path
+) -> Callable[[Path], None]:
+    """`save_extra`, then the staged DeepSpeed state moved into the checkpoint's directory."""
+
+    def save(directory: Path) -> None:
+        if save_extra is not None:
+            save_extra(directory)
+        zero.move_into(staging, directory)
+
+    return save
 
 
 class _Companions:

@@ -16,6 +16,7 @@ from reft.models.load import load_causal_lm, load_tokenizer
 from reft.models.presets import PRESET_PREFIX, init_tiny_checkpoint
 from reft.train.config import TrainConfig
 from reft.train.loop import TrainingRun
+from reft.train.zero import plain_construction
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def load_training_model(run: TrainingRun, examples: list[Example]) -> tuple[torc
 
     A `preset:NAME` model gets a tokenizer trained on the prompts and gold solutions of `examples`
     (or of `config.preset_tokenizer_data`); the initial checkpoint is written to `out_dir/init` by
-    the main process (others wait for it).
+    the main process (others wait for it); every process then loads it (under ZeRO-3 partitioned).
     """
     config = run.config
     source = run.model_source()
@@ -42,13 +43,14 @@ def load_training_model(run: TrainingRun, examples: list[Example]) -> tuple[torc
             shutil.rmtree(init_dir, ignore_errors=True)
             if config.preset_tokenizer_data:
                 examples = load_dataset(config.preset_tokenizer_data)
-            init_tiny_checkpoint(
-                source.removeprefix(PRESET_PREFIX),
-                preset_tokenizer_texts(examples, config),
-                init_dir,
-                config.preset_vocab_size,
-                config.seed,
-            )
+            with plain_construction():  # built by this process alone, even under ZeRO-3
+                init_tiny_checkpoint(
+                    source.removeprefix(PRESET_PREFIX),
+                    preset_tokenizer_texts(examples, config),
+                    init_dir,
+                    config.preset_vocab_size,
+                    config.seed,
+                )
             logger.info("built %s from scratch in %s", source, init_dir)
         run.accelerator.wait_for_everyone()
         source = str(init_dir)

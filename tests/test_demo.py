@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from reft.checkpoint import Checkpointer
 from reft.config import load_config
@@ -193,6 +194,7 @@ def test_training_bar_eta_leaves_out_the_dev_evaluation(monkeypatch):
 
     config = SimpleNamespace(eval_every=5, save_every=0, log_every=100, max_seconds=0, patience=0)
     run = SimpleNamespace(config=config, state=RunState(), steps_per_epoch=5, stop_step=lambda: 20,
+                          device=torch.device("cpu"),
                           scheduler=SimpleNamespace(get_last_lr=lambda: [1e-3]),
                           metrics=SimpleNamespace(log=lambda *args: None), evaluate=evaluate,
                           save=lambda dev: None, _interrupted=lambda interrupt: False)  # fmt: skip
@@ -343,13 +345,16 @@ def test_failed_stage_terminates_the_others(tmp_path, monkeypatch):
 def test_sigterm_or_closed_terminal_terminates_the_stages(tmp_path, monkeypatch, signum):
     """The stages have their own process groups, so the runner must pass these on itself."""
     signum = getattr(signal, signum)
-    if signal.getsignal(signum) is not signal.SIG_DFL:
-        pytest.skip("the signal is handled in this test process")
-    fakes = {"a": FakeStage({signal.SIGTERM: (1, -15)}, presses={1: signum})}
-    raised, _ = _fake_run(tmp_path, monkeypatch, fakes)
-    assert isinstance(raised, SystemExit) and raised.code == 128 + signum
-    assert fakes["a"].signals == [signal.SIGTERM]
-    assert signal.getsignal(signum) is signal.SIG_DFL  # put back
+    # As in a terminal (a pytest-xdist worker handles SIGTERM itself): the default disposition.
+    previous = signal.signal(signum, signal.SIG_DFL)
+    try:
+        fakes = {"a": FakeStage({signal.SIGTERM: (1, -15)}, presses={1: signum})}
+        raised, _ = _fake_run(tmp_path, monkeypatch, fakes)
+        assert isinstance(raised, SystemExit) and raised.code == 128 + signum
+        assert fakes["a"].signals == [signal.SIGTERM]
+        assert signal.getsignal(signum) is signal.SIG_DFL  # put back
+    finally:
+        signal.signal(signum, previous)
 
 
 @pytest.mark.parametrize(

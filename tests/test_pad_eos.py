@@ -71,6 +71,7 @@ def test_sft_loss_counts_each_target_eos_and_no_padding(tokenizer):
 class FixedGrade:
     reward: float = 1.0
     correct: bool = True
+    error: str | None = None
 
 
 class FixedGrader:

@@ -14,9 +14,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Parallel workers share the cores: one torch thread each, in the processes they launch too
     # (two 2-thread torch processes on 2 cores run many times slower than two 1-thread ones).
     os.environ["OMP_NUM_THREADS"] = "1"
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    # A worker ignores Ctrl-C (execnet); give it back Python's handler, which the processes it
+    # starts inherit, so the Ctrl-C tests see what a terminal gives them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

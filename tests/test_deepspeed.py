@@ -33,6 +33,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ranks import PLAIN_COMPARE, RANK_ENV, final_weights, max_gap, torchrun_ddp, train_curve
 from reft.checkpoint import Checkpointer
 from reft.cli import main
 from reft.config import ConfigError
@@ -50,25 +51,9 @@ SFT_ARGS = ["model=preset:micro-llama", "batch_size=16", "micro_batch_size=4", "
             "eval_max_new_tokens=16", "seed=0"]  # fmt: skip
 """64 examples: 4 steps per epoch (2 micro-batches per rank and step), 12 in all, a checkpoint
 every 4 and a dev evaluation every epoch (the fixture adds dev_data)."""
-ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (reft[deepspeed])"
 )
-
-PLAIN_COMPARE = """
-import json, sys
-sys.modules["reft"] = None  # `import reft` fails from here on
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
-
-model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
-expected = load_file(sys.argv[2])
-state = model.state_dict()
-assert set(expected) <= set(state) and len(expected) > 10, sorted(set(state) ^ set(expected))
-print(json.dumps(max((state[k] - expected[k]).abs().max().item() for k in expected)))
-"""
-"""Loads a checkpoint with transformers alone and prints its largest weight gap to a safetensors
-file (the reference run's final policy)."""
 
 
 def test_deepspeed_is_asked_for_with_accelerates_variable():
@@ -94,41 +79,13 @@ def _launch(config: Path, *args: str, processes: int = 2) -> subprocess.Complete
     """`reft ARGS` under `accelerate launch` with a DeepSpeed config (one thread per rank)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                "--num_processes", str(processes), "-m", "reft", *args]  # fmt: skip
-    env = {**os.environ, **ENV}
+    env = {**os.environ, **RANK_ENV}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _zero2(*args: str) -> None:
     done = _launch(ZERO2, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def _torchrun_ddp(*args: str) -> None:
-    """`reft ARGS` as 2 gloo DDP ranks of one thread each."""
-    env = {**os.environ, **ENV}
-    env.pop("ACCELERATE_USE_DEEPSPEED", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", "2", "-m", "reft", *args]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def _final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(Checkpointer(out).latest().path / "model.safetensors")
-
-
-def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max((a[key] - b[key]).abs().max().item() for key in a)
-
-
-def _curve(out: Path) -> list[dict]:
-    """The logged train values, less the timings (which differ between runs)."""
-    volatile = ("time", "tokens_per_s")
-    return [
-        {key: value for key, value in record.items() if not key.startswith(volatile)}
-        for record in read_metrics(out, "train")
-    ]
 
 
 @needs_deepspeed
@@ -167,9 +124,9 @@ def test_zero2_sft_on_two_ranks_matches_one_process(runs):
     for a, b in zip(curve_one, curve_zero2, strict=True):
         for key in ("loss", "grad_norm"):  # grad_norm: DeepSpeed's, of the clipped step
             assert a[key] == pytest.approx(b[key], abs=LOSS_ATOL), (a["step"], key)
-    weights_one = _final_weights(one)
-    moved = _max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
-    gap = _max_gap(weights_one, _final_weights(zero2))
+    weights_one = final_weights(one)
+    moved = max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
+    gap = max_gap(weights_one, final_weights(zero2))
     assert gap < WEIGHT_ATOL < moved, f"1 process vs ZeRO-2 differ by {gap:.2e} (moved {moved:.2e})"
     dev_one, dev_zero2 = read_metrics(one, "dev"), read_metrics(zero2, "dev")
     assert len(dev_one) == len(dev_zero2) == 3
@@ -189,7 +146,7 @@ def test_zero2_checkpoint_holds_every_ranks_partition_and_loads_without_reft(run
     assert not list(final.parent.glob(".tmp-*")), "staging left behind"
     reference = Checkpointer(runs["one"]).latest().path / "model.safetensors"
     command = [sys.executable, "-c", PLAIN_COMPARE, str(final), str(reference)]
-    done = subprocess.run(command, env={**os.environ, **ENV}, capture_output=True, text=True)
+    done = subprocess.run(command, env={**os.environ, **RANK_ENV}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) < WEIGHT_ATOL
 
@@ -203,10 +160,10 @@ def test_zero2_run_stopped_and_resumed_ends_on_the_unbroken_runs_weights(runs, t
     assert [c.step for c in Checkpointer(out).list()] == [4, 8]
     _zero2(*args, "resume=true")
     assert Checkpointer(out).latest().step == 12
-    unbroken, resumed = _final_weights(runs["zero2"]), _final_weights(out)
+    unbroken, resumed = final_weights(runs["zero2"]), final_weights(out)
     assert unbroken.keys() == resumed.keys()
     assert all(torch.equal(unbroken[key], resumed[key]) for key in unbroken)
-    assert _curve(out) == _curve(runs["zero2"])
+    assert train_curve(out) == train_curve(runs["zero2"])
 
 
 @needs_deepspeed
@@ -246,7 +203,7 @@ def test_zero2_reft_matches_ddp(tmp_path, digit_game):
     data = digit_game(tmp_path / "rl.json", [str(rng.randint(0, 9)) for _ in range(20)])
     args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS]
     ddp, zero2 = tmp_path / "ddp", tmp_path / "zero2"
-    _torchrun_ddp(*args, f"out_dir={ddp}")
+    torchrun_ddp(*args, f"out_dir={ddp}")
     _zero2(*args, f"out_dir={zero2}")
     assert (Checkpointer(zero2).latest().path / ZERO_DIR / ZERO_TAG).is_dir()
     train_ddp, train_zero2 = read_metrics(ddp, "train"), read_metrics(zero2, "train")
@@ -259,10 +216,10 @@ def test_zero2_reft_matches_ddp(tmp_path, digit_game):
     assert [(r["accuracy"], r["response_tokens"]) for r in dev_ddp] == [
         (r["accuracy"], r["response_tokens"]) for r in dev_zero2
     ]
-    moved = _max_gap(_final_weights(ddp), load_file(warmup / "model.safetensors"))
+    moved = max_gap(final_weights(ddp), load_file(warmup / "model.safetensors"))
     final_ddp, final_zero2 = (Checkpointer(out).latest().path for out in (ddp, zero2))
     gap = max(
-        _max_gap(load_file(final_ddp / name), load_file(final_zero2 / name))
+        max_gap(load_file(final_ddp / name), load_file(final_zero2 / name))
         for name in ("model.safetensors", "value_head.safetensors", "critic/model.safetensors")
     )
     assert gap < WEIGHT_ATOL < moved, f"DDP vs ZeRO-2 differ by {gap:.2e} (moved {moved:.2e})"
@@ -322,7 +279,7 @@ def _zero3(root: Path, *args: str) -> None:
     (report / "launch.py").write_text(RECORDING_LAUNCHER)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch),
                str(report / "launch.py"), *args]  # fmt: skip
-    env = {**os.environ, **ENV, "ZERO3_REPORT": str(report)}
+    env = {**os.environ, **RANK_ENV, "ZERO3_REPORT": str(report)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -338,8 +295,8 @@ def test_zero3_sft_partitions_matches_one_process_and_resumes_exactly(runs, tmp_
     _zero3(tmp_path, *runs["args"], f"out_dir={unbroken}")
     losses = [[r["loss"] for r in read_metrics(out, "train")] for out in (one, unbroken)]
     assert len(losses[1]) == 12 and losses[0] == pytest.approx(losses[1], abs=LOSS_ATOL)
-    weights_one = _final_weights(one)
-    gap = _max_gap(weights_one, _final_weights(unbroken))
+    weights_one = final_weights(one)
+    gap = max_gap(weights_one, final_weights(unbroken))
     assert gap < WEIGHT_ATOL, f"1 process vs ZeRO-3 differ by {gap:.2e}"
     final = Checkpointer(unbroken).latest().path
     for rank in (0, 1):
@@ -348,7 +305,7 @@ def test_zero3_sft_partitions_matches_one_process_and_resumes_exactly(runs, tmp_
         assert len(module) > 10 and all(t.numel() == 0 for t in module.values()), "not partitioned"
     reference = Checkpointer(one).latest().path / "model.safetensors"
     command = [sys.executable, "-c", PLAIN_COMPARE, str(final), str(reference)]
-    done = subprocess.run(command, env={**os.environ, **ENV}, capture_output=True, text=True)
+    done = subprocess.run(command, env={**os.environ, **RANK_ENV}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) < WEIGHT_ATOL
     from transformers import AutoModelForCausalLM
@@ -362,6 +319,6 @@ def test_zero3_sft_partitions_matches_one_process_and_resumes_exactly(runs, tmp_
         assert gap < WEIGHT_ATOL, f"rank {rank}'s generation copy differs by {gap:.2e}"
     _zero3(tmp_path, *runs["args"], f"out_dir={resumed}", "stop_epochs=2")
     _zero3(tmp_path, *runs["args"], f"out_dir={resumed}", "resume=true")
-    a, b = _final_weights(unbroken), _final_weights(resumed)
+    a, b = final_weights(unbroken), final_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    assert _curve(unbroken) == _curve(resumed)
+    assert train_curve(unbroken) == train_curve(resumed)

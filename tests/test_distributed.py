@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
+from ranks import RANK_ENV, final_weights, max_gap, torchrun_ddp, train_curve
 from reft.checkpoint import Checkpointer
 from reft.cli import main
 from reft.metrics import read_metrics
@@ -39,24 +39,6 @@ SFT_ARGS = ["model=preset:micro-llama", "dev_data=null", "batch_size=16", "micro
 PPO_ARGS = ["dev_data=null", "batch_size=8", "samples_per_prompt=2", "mini_batch_size=16",
             "micro_batch_size=4", "max_new_tokens=24", "max_steps=3", "lr=1e-3", "top_k=1",
             "loss_aggregation=token_mean", "whitening=global", "log_every=1", "seed=0"]  # fmt: skip
-
-
-def _torchrun(*args: str) -> None:
-    """Run `reft ARGS` as 2 gloo ranks with one thread each; fail with the output if it fails."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", "2", "-m", "reft", *args]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def _final_files(out: Path, name: str) -> dict[str, torch.Tensor]:
-    return load_file(Checkpointer(out).latest().path / name)
-
-
-def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max((a[key] - b[key]).abs().max().item() for key in a)
 
 
 def _assert_same_curves(one: Path, two: Path, keys: tuple[str, ...]) -> None:
@@ -74,16 +56,16 @@ def sft_runs(tmp_path_factory, digit_game) -> dict[str, Path]:
     data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(256)])
     args = ["sft", f"train_data={data}", *SFT_ARGS]
     assert main([*args, f"out_dir={root / 'one'}"]) == 0
-    _torchrun(*args, f"out_dir={root / 'two'}")
+    torchrun_ddp(*args, f"out_dir={root / 'two'}")
     return {"one": root / "one", "two": root / "two", "root": root}
 
 
 def test_sft_on_two_processes_matches_one_process(sft_runs):
     one, two = sft_runs["one"], sft_runs["two"]
     _assert_same_curves(one, two, ("loss", "grad_norm"))
-    weights_one = _final_files(one, "model.safetensors")
-    moved = _max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
-    gap = _max_gap(weights_one, _final_files(two, "model.safetensors"))
+    weights_one = final_weights(one, "model.safetensors")
+    moved = max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
+    gap = max_gap(weights_one, final_weights(two, "model.safetensors"))
     assert gap < WEIGHT_ATOL < moved, f"1 vs 2 processes differ by {gap:.2e} (moved {moved:.2e})"
     assert not (two / "metrics.jsonl").read_text().count('"step": 1,') > 1, "rank 1 wrote metrics"
 
@@ -97,7 +79,7 @@ def ppo_runs(sft_runs, digit_game) -> dict[str, Path]:
     warmup = Checkpointer(sft_runs["one"]).latest().path
     args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS]
     assert main([*args, f"out_dir={root / 'ppo_one'}"]) == 0
-    _torchrun(*args, f"out_dir={root / 'ppo_two'}")
+    torchrun_ddp(*args, f"out_dir={root / 'ppo_two'}")
     return {"one": root / "ppo_one", "two": root / "ppo_two", "args": args, "warmup": warmup}
 
 
@@ -108,10 +90,10 @@ def test_reft_on_two_processes_matches_one_process(ppo_runs):
     rewards = [record["reward"] for record in read_metrics(one, "train")]
     assert any(0 < reward < 1 for reward in rewards), f"rewards {rewards} do not vary"
     for name in ("model.safetensors", "value_head.safetensors"):
-        gap = _max_gap(_final_files(one, name), _final_files(two, name))
+        gap = max_gap(final_weights(one, name), final_weights(two, name))
         assert gap < WEIGHT_ATOL, f"{name}: 1 vs 2 processes differ by {gap:.2e}"
-    moved = _max_gap(
-        _final_files(one, "model.safetensors"), load_file(warmup / "model.safetensors")
+    moved = max_gap(
+        final_weights(one, "model.safetensors"), load_file(warmup / "model.safetensors")
     )
     assert moved > WEIGHT_ATOL, f"the policy barely moved ({moved:.2e}): the test would be vacuous"
 
@@ -125,15 +107,15 @@ def test_critic_free_estimator_on_two_processes(sft_runs, digit_game):
     warmup = Checkpointer(sft_runs["one"]).latest().path
     out = root / "grpo_two"
     args = [a for a in PPO_ARGS if not a.startswith(("top_k", "loss_aggregation", "samples_per"))]
-    _torchrun("train", f"model={warmup}", f"train_data={data}", *args, f"out_dir={out}",
+    torchrun_ddp("train", f"model={warmup}", f"train_data={data}", *args, f"out_dir={out}",
               "samples_per_prompt=4", "estimator=grpo", "kl_placement=loss", "kl_estimator=k3",
               "loss_aggregation=token_sum_constant")  # fmt: skip
     records = read_metrics(out, "train")
     assert len(records) == 3 and all("kl_loss" in r and "value_loss" not in r for r in records)
     checkpoint = Checkpointer(out).latest().path
     assert not list(checkpoint.glob("value_head*"))
-    moved = _max_gap(
-        _final_files(out, "model.safetensors"), load_file(warmup / "model.safetensors")
+    moved = max_gap(
+        final_weights(out, "model.safetensors"), load_file(warmup / "model.safetensors")
     )
     assert moved > WEIGHT_ATOL, f"the policy barely moved ({moved:.2e})"
 
@@ -147,7 +129,7 @@ def _free_port() -> int:
 def _torchrun_two_nodes(*args: str) -> None:
     """`reft ARGS` as 2 "nodes" of 1 gloo rank each, launched as on two machines (one torchrun per
     node, --nnodes 2 --node_rank N, a static rendezvous at the node-0 address: here localhost)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **RANK_ENV}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
               "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
               "--master_port", str(_free_port())]  # fmt: skip
@@ -178,16 +160,7 @@ def test_two_nodes_take_the_same_steps_as_one_machine(sft_runs, ppo_runs):
         (sft_runs["two"], root / "sft_nodes", ["model.safetensors"]),
         (ppo_runs["two"], root / "ppo_nodes", ["model.safetensors", "value_head.safetensors"]),
     ]:
-        assert _curve(machine) == _curve(nodes)
+        assert train_curve(machine) == train_curve(nodes)
         for name in names:
-            assert _max_gap(_final_files(machine, name), _final_files(nodes, name)) == 0.0, name
+            assert max_gap(final_weights(machine, name), final_weights(nodes, name)) == 0.0, name
         assert (nodes / "metrics.jsonl").read_text().count('"step": 1,') == 1, "rank 1 wrote"
-
-
-def _curve(out: Path) -> list[dict]:
-    """The logged train values, less the timings (which differ between runs)."""
-    volatile = ("time", "tokens_per_s")
-    return [
-        {key: value for key, value in record.items() if not key.startswith(volatile)}
-        for record in read_metrics(out, "train")
-    ]

@@ -34,6 +34,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ranks import PLAIN_COMPARE, RANK_ENV, final_weights, max_gap, torchrun_ddp, train_curve
 from reft.checkpoint import Checkpointer
 from reft.cli import main
 from reft.config import ConfigError
@@ -175,21 +176,12 @@ def _torchrun_fsdp(report: Path, *args: str) -> None:
     report.mkdir(parents=True, exist_ok=True)
     launcher = report / "launch.py"
     launcher.write_text(RECORDING_LAUNCHER)
-    env = {**os.environ, **FSDP_ENV, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, **FSDP_ENV, **RANK_ENV,
            "SHARD_REPORT": str(report)}  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", str(launcher), *args]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def _final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(Checkpointer(out).latest().path / "model.safetensors")
-
-
-def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max((a[key] - b[key]).abs().max().item() for key in a)
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +241,7 @@ def test_fsdp2_actor_critic_saves_whole_policy_critic_and_head(tmp_path, digit_g
     start = digit_game_start(tmp_path, 8)
     script = tmp_path / "critic.py"
     script.write_text(CRITIC_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **RANK_ENV}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", str(script), str(start["model"]), str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -269,9 +261,9 @@ def test_fsdp2_sft_on_two_ranks_matches_one_process(runs):
     for a, b in zip(curve_one, curve_fsdp, strict=True):
         for key in ("loss", "grad_norm"):
             assert a[key] == pytest.approx(b[key], abs=LOSS_ATOL), (a["step"], key)
-    weights_one = _final_weights(one)
-    moved = _max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
-    gap = _max_gap(weights_one, _final_weights(fsdp))
+    weights_one = final_weights(one)
+    moved = max_gap(weights_one, load_file(one / "init" / "model.safetensors"))
+    gap = max_gap(weights_one, final_weights(fsdp))
     assert gap < WEIGHT_ATOL < moved, f"1 process vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
     _assert_same_dev(one, fsdp, evaluations=3)
 
@@ -300,7 +292,7 @@ def test_fsdp2_parameters_are_sharded_across_the_two_ranks(runs):
 def test_fsdp2_checkpoint_loads_without_reft_and_equals_the_ranks_shards(runs):
     final = Checkpointer(runs["fsdp"]).latest().path
     command = [sys.executable, "-c", PLAIN_LOAD, str(final), str(runs["report"])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **RANK_ENV}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     gaps = json.loads(done.stdout.strip().splitlines()[-1])
@@ -316,7 +308,7 @@ def test_fsdp2_run_stopped_and_resumed_ends_on_the_unbroken_runs_weights(runs, t
     assert [c.step for c in Checkpointer(out).list()] == [4, 8]
     _torchrun_fsdp(tmp_path / "report", *args, "resume=true")
     assert Checkpointer(out).latest().step == 12
-    unbroken, resumed = _final_weights(runs["fsdp"]), _final_weights(out)
+    unbroken, resumed = final_weights(runs["fsdp"]), final_weights(out)
     assert unbroken.keys() == resumed.keys()
     assert all(torch.equal(unbroken[key], resumed[key]) for key in unbroken)
     assert [r["loss"] for r in read_metrics(out, "train")] == [
@@ -336,32 +328,6 @@ step. Each rank's sampling seed depends on (seed, step, rank) only, so DDP and F
 same responses from the same weights."""
 PPO_LOGGED = ("reward", "accuracy", "response_length", "kl", "policy_loss", "value_loss",
               "entropy", "grad_norm", "explained_variance")  # fmt: skip
-
-PLAIN_COMPARE = """
-import json, sys
-sys.modules["reft"] = None  # `import reft` fails from here on
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
-
-model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
-expected = load_file(sys.argv[2])
-state = model.state_dict()
-assert set(expected) <= set(state) and len(expected) > 10, sorted(set(state) ^ set(expected))
-print(json.dumps(max((state[k] - expected[k]).abs().max().item() for k in expected)))
-"""
-"""Loads a checkpoint with transformers alone and prints its largest weight gap to a safetensors
-file (the DDP run's final policy; a tied LM head is saved once, as the embedding)."""
-
-
-def _torchrun_ddp(*args: str) -> None:
-    """`reft ARGS` as 2 gloo DDP ranks of one thread each."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    for key in FSDP_ENV:
-        env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", "2", "-m", "reft", *args]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def _all_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -415,20 +381,20 @@ def test_fsdp2_reft_with_dev_evaluation_matches_ddp(
     args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS,
             f"value_model={value_model}", f"micro_batch_size={micro_batch_size}",
             f"top_k={top_k}"]  # fmt: skip
-    _torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
+    torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
     _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={tmp_path / 'fsdp'}")
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     _assert_ppo_curves_match(ddp, fsdp)
     rewards = [record["reward"] for record in read_metrics(fsdp, "train")]
     assert top_k != 1 or any(0 < reward < 1 for reward in rewards), f"rewards {rewards} constant"
     weights_ddp, weights_fsdp = _all_weights(ddp), _all_weights(fsdp)
-    moved = _max_gap(_final_weights(ddp), load_file(warmup / "model.safetensors"))
-    gap = _max_gap(weights_ddp, weights_fsdp)
+    moved = max_gap(final_weights(ddp), load_file(warmup / "model.safetensors"))
+    gap = max_gap(weights_ddp, weights_fsdp)
     assert gap < WEIGHT_ATOL < moved, f"DDP vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
     final = Checkpointer(fsdp).latest().path
     reference = Checkpointer(ddp).latest().path / "model.safetensors"
     command = [sys.executable, "-c", PLAIN_COMPARE, str(final), str(reference)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **RANK_ENV}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) < WEIGHT_ATOL
@@ -452,16 +418,7 @@ def test_fsdp2_reft_stopped_and_resumed_ends_on_the_unbroken_runs_weights(
     _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={resumed}", "resume=true")
     a, b = _all_weights(unbroken), _all_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    assert _curve(unbroken) == _curve(resumed) and len(_curve(resumed)) == 2
-
-
-def _curve(out: Path) -> list[dict]:
-    """The logged train values, less the timings (which differ between runs)."""
-    volatile = ("time", "tokens_per_s")
-    return [
-        {key: value for key, value in record.items() if not key.startswith(volatile)}
-        for record in read_metrics(out, "train")
-    ]
+    assert train_curve(unbroken) == train_curve(resumed) and len(train_curve(resumed)) == 2
 
 
 ONLINE_ARGS = ["mode=online", "dev_data=null", "dev_holdout=4", "eval_every=1",
@@ -482,7 +439,7 @@ def test_fsdp2_online_self_training_matches_ddp(warmup, tmp_path, digit_game):
     rng = random.Random(1)
     data = digit_game(tmp_path / "rl.json", [str(rng.randint(0, 9)) for _ in range(20)])
     args = ["self-train", f"model={warmup}", f"train_data={data}", *ONLINE_ARGS]
-    _torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
+    torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
     _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={tmp_path / 'fsdp'}")
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     train_ddp, train_fsdp = read_metrics(ddp, "train"), read_metrics(fsdp, "train")
@@ -494,8 +451,8 @@ def test_fsdp2_online_self_training_matches_ddp(warmup, tmp_path, digit_game):
     # an odd total over 2 ranks: their own-sample micro-batch counts differed in that step
     assert any(count % 2 for count in own), own
     _assert_same_dev(ddp, fsdp, evaluations=2)
-    moved = _max_gap(_final_weights(ddp), load_file(warmup / "model.safetensors"))
-    gap = _max_gap(_all_weights(ddp), _all_weights(fsdp))
+    moved = max_gap(final_weights(ddp), load_file(warmup / "model.safetensors"))
+    gap = max_gap(_all_weights(ddp), _all_weights(fsdp))
     assert gap < WEIGHT_ATOL < moved, f"DDP vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
 
 
@@ -520,9 +477,9 @@ def test_fsdp2_sampled_data_trainers_match_one_process(warmup, tmp_path, digit_g
     losses = [[r["loss"] for r in read_metrics(out, "train")] for out in (one, fsdp)]
     assert losses[0] and losses[0] == pytest.approx(losses[1], abs=LOSS_ATOL)
     assert json.loads((tmp_path / "report" / "shapes-rank1.json").read_text()), "not sharded"
-    start, final = load_file(warmup / "model.safetensors"), _final_weights(one)
-    moved = _max_gap({k: final[k] for k in start}, start)  # the reward model adds a score head
-    gap = _max_gap(final, _final_weights(fsdp))
+    start, final = load_file(warmup / "model.safetensors"), final_weights(one)
+    moved = max_gap({k: final[k] for k in start}, start)  # the reward model adds a score head
+    gap = max_gap(final, final_weights(fsdp))
     assert gap < WEIGHT_ATOL < moved, f"1 process vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
 
 
@@ -589,14 +546,14 @@ def test_fsdp2_vllm_backend_receives_the_whole_policy_after_every_update(
     (report / "launch.py").write_text(FAKE_VLLM_LAUNCHER)
     args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS, "dev_holdout=0",
             "eval_every=0", "rollout_backend=vllm", f"out_dir={tmp_path / 'fsdp'}"]  # fmt: skip
-    env = {**os.environ, **FSDP_ENV, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, **FSDP_ENV, **RANK_ENV,
            "SHARD_REPORT": str(report)}  # fmt: skip
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", str(report / "launch.py"), *args]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    final = _final_weights(tmp_path / "fsdp")
-    moved = _max_gap(final, load_file(warmup / "model.safetensors"))
+    final = final_weights(tmp_path / "fsdp")
+    moved = max_gap(final, load_file(warmup / "model.safetensors"))
     assert moved > WEIGHT_ATOL, f"the policy barely moved ({moved:.2e})"
     for rank in (0, 1):
         received = torch.load(report / f"vllm-rank{rank}.pt")
@@ -615,7 +572,7 @@ def test_fsdp2_critic_free_estimator_matches_ddp(warmup, tmp_path, digit_game):
     args = ["train", f"model={warmup}", f"train_data={data}", *PPO_ARGS, "estimator=grpo",
             "kl_placement=loss", "kl_estimator=k3", "samples_per_prompt=4", "mini_batch_size=32",
             "micro_batch_size=8", "top_k=2"]  # fmt: skip
-    _torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
+    torchrun_ddp(*args, f"out_dir={tmp_path / 'ddp'}")
     _torchrun_fsdp(tmp_path / "report", *args, f"out_dir={tmp_path / 'fsdp'}")
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     curves = [read_metrics(out, "train") for out in (ddp, fsdp)]
@@ -626,7 +583,7 @@ def test_fsdp2_critic_free_estimator_matches_ddp(warmup, tmp_path, digit_game):
             assert a[key] == pytest.approx(b[key], abs=LOSS_ATOL), (a["step"], key)
     rewards = [record["reward"] for record in curves[1]]
     assert any(0 < reward < 1 for reward in rewards), f"rewards {rewards} constant: no advantage"
-    moved = _max_gap(_final_weights(ddp), load_file(warmup / "model.safetensors"))
-    gap = _max_gap(_final_weights(ddp), _final_weights(fsdp))
+    moved = max_gap(final_weights(ddp), load_file(warmup / "model.safetensors"))
+    gap = max_gap(final_weights(ddp), final_weights(fsdp))
     assert gap < WEIGHT_ATOL < moved, f"DDP vs FSDP2 differ by {gap:.2e} (moved {moved:.2e})"
     assert not list(Checkpointer(fsdp).latest().path.glob("value_head*"))

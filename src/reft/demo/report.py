@@ -344,15 +344,19 @@ def k_curves_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _k_curves_section(results: dict[str, Any]) -> list[str]:
-    """report.md's accuracy-against-K section (nothing without curves)."""
-    table = k_curves_table(results)
+def _table_section(results: dict[str, Any], title: str, table: str, note: str) -> list[str]:
+    """report.md lines of one titled table and its note (nothing when the table is empty)."""
     if not table:
         return []
     spread = " (mean over seeds)" if len(results["seeds"]) > 1 else ""
-    return [f"## Accuracy against K: test accuracy (%){spread}", "", table, "",
-            "Each point uses the first K of the same samples per question (i.i.d. draws, so a "
-            "prefix is an unbiased estimate of an eval with that K).", ""]  # fmt: skip
+    return [f"## {title}{spread}", "", table, "", note, ""]
+
+
+def _k_curves_section(results: dict[str, Any]) -> list[str]:
+    """report.md's accuracy-against-K section (nothing without curves)."""
+    return _table_section(results, "Accuracy against K: test accuracy (%)", k_curves_table(results),
+                          "Each point uses the first K of the same samples per question (i.i.d. "
+                          "draws, so a prefix is an unbiased estimate of an eval with that K).")  # fmt: skip
 
 
 def _reward_model_line(per_seed: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -418,13 +422,10 @@ def error_shares_table(results: dict[str, Any]) -> str:
 
 def _error_shares_section(results: dict[str, Any]) -> list[str]:
     """report.md's program-errors section (nothing for N-CoT demos)."""
-    table = error_shares_table(results)
-    if not table:
-        return []
-    spread = " (mean over seeds)" if len(results["seeds"]) > 1 else ""
-    return [f"## Program errors: share of greedy test programs (%){spread}", "", table, "",
-            "Every error earns reward 0; `forbidden` is a program that tried something the sandbox "
-            "forbids (docs/grading.md). Same checkpoints as the test table.", ""]  # fmt: skip
+    return _table_section(results, "Program errors: share of greedy test programs (%)",
+                          error_shares_table(results),
+                          "Every error earns reward 0; `forbidden` is a program that tried something "
+                          "the sandbox forbids (docs/grading.md). Same checkpoints as the test table.")  # fmt: skip
 
 
 def write_report(results: dict[str, Any], out_dir: Path, figures: list[Path], command: str) -> Path:

@@ -28,9 +28,10 @@ def shipped_recipe() -> DemoConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The shipped recipe (and the quick one with --quick) lies under any files and overrides given.
-    quick = config_from_args(DemoConfig, args).quick
-    recipes = DemoConfig(quick=quick).recipe_files()
+    # The shipped recipe (with the P-CoT and quick layers the command asks for) lies under any files
+    # and overrides given.
+    asked = config_from_args(DemoConfig, args)
+    recipes = DemoConfig(quick=asked.quick, cot=asked.cot).recipe_files()
     user_files = list(args.config or [])
     args.config = [*recipes, *user_files]
     config = config_from_args(DemoConfig, args)

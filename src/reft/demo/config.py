@@ -1,6 +1,7 @@
 """The demo's configuration: the task, the model and one section of `reft` settings per stage.
 
-A recipe (`recipes/default.yaml`, `recipes/quick.yaml`) fills every field. Stage sections are handed
+A recipe (`recipes/default.yaml`, with `recipes/python.yaml` for P-CoT and `recipes/quick.yaml` for
+--quick layered on it) fills every field. Stage sections are handed
 to the stage's own command as `key=value` overrides, so they accept exactly what `reft sft`,
 `reft train`, `reft self-train`, `reft rm train` and `reft eval` accept, and are checked there.
 """
@@ -16,9 +17,10 @@ from reft.data.synthetic import SynthConfig
 from reft.models.presets import check_preset
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+"""Where the shipped recipes live (`default.yaml`; `python.yaml` layered on it for --cot python and
+`quick.yaml` for --quick)."""
 STUDIES = ("", "ablations", "warmup")
 """`DemoConfig.study` values: the main comparison, then the paper's analyses (reft.demo.studies)."""
-"""Where the shipped recipes live (`default.yaml`, and `quick.yaml` layered on it by --quick)."""
 
 
 @dataclass
@@ -133,5 +135,7 @@ class DemoConfig:
         return seeds
 
     def recipe_files(self) -> list[Path]:
-        """The shipped recipe files this configuration is layered on."""
-        return [RECIPES_DIR / "default.yaml", *([RECIPES_DIR / "quick.yaml"] if self.quick else [])]
+        """The shipped recipe files this configuration is layered on, in order."""
+        python = [RECIPES_DIR / "python.yaml"] if self.cot == CotKind.python else []
+        quick = [RECIPES_DIR / "quick.yaml"] if self.quick else []
+        return [RECIPES_DIR / "default.yaml", *python, *quick]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reft.cli import main
 from reft.config import config_to_dict, load_config
 from reft.data.synthetic import SynthConfig, generate_problems
 from reft.demo.config import DemoConfig
@@ -17,6 +18,7 @@ from reft.demo.report import (
     build_results,
     generalisation_table,
     k_curves_table,
+    paper_table,
     results_table,
     write_report,
 )
@@ -318,3 +320,53 @@ def test_nl_report_has_no_grading_columns_or_program_errors(tmp_path):
     report = write_report(results, tmp_path, [], "reft demo").read_text()
     assert "| Seed | Method | Steps | Epochs | Own seconds | Seconds incl. warm-up |\n" in report
     assert "Programs/s" not in report and "Program errors" not in report
+
+
+def _demo_results(out_dir: Path, cot: str, seeds: tuple[int, ...]) -> dict:
+    _finished_demo(out_dir, seeds=seeds)
+    config = config_to_dict(demo_config(overrides=(f"cot={cot}",)))
+    return build_results(config, list(seeds), out_dir, K)
+
+
+def test_paper_table_has_an_ncot_and_a_pcot_column_group_per_method(tmp_path):
+    nl = _demo_results(tmp_path / "nl", "nl", (0, 1))
+    python = _demo_results(tmp_path / "python", "python", (0,))
+    lines = paper_table([nl, python]).splitlines()
+    assert lines[0] == (
+        "| Method | N-CoT Top-1 | N-CoT Voting@8 | N-CoT Rerank@8 | N-CoT Pass@8 "
+        "| P-CoT Top-1 | P-CoT Voting@8 | P-CoT Rerank@8 | P-CoT Pass@8 |"
+    )
+    assert lines[1].count("|---") == 9
+    # N-CoT: two seeds (0.50, 0.60) -> mean ± std; P-CoT: one seed, no spread.
+    assert lines[3] == ("| SFT | 55.0 ± 7.1 | 60.0 ± 7.1 | 65.0 ± 7.1 | 85.0 ± 7.1 "
+                        "| 50.0 | 55.0 | 60.0 | 80.0 |")  # fmt: skip
+    assert lines[2] == "| SFT warm-up | 35.0 ± 7.1 | – | – | – | 30.0 | – | – | – |"
+    with pytest.raises(ValueError, match="one results file per chain-of-thought kind"):
+        paper_table([nl, nl])
+
+
+def test_demo_table_command_prints_the_table_and_names_a_file_that_is_not_demo_results(
+    tmp_path, capsys
+):
+    paths = []
+    for cot in ("nl", "python"):
+        results = _demo_results(tmp_path / cot, cot, (0,))
+        paths.append(tmp_path / f"{cot}.json")
+        paths[-1].write_text(json.dumps(results))
+    assert main(["demo-table", str(paths[0]), str(tmp_path / "python")]) == 2  # no results.json
+    (tmp_path / "python" / "results.json").write_text(paths[1].read_text())
+    assert main(["demo-table", str(paths[0]), str(tmp_path / "python")]) == 0
+    assert "| ReFT | 50.0 | 55.0 | 60.0 | 80.0 | 50.0 |" in capsys.readouterr().out
+    bad = tmp_path / "eval.json"
+    bad.write_text(json.dumps({"metrics": {"top1": 0.5}}))
+    assert main(["demo-table", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_cot_python_layers_the_pcot_recipe_under_quick():
+    files = DemoConfig(cot="python", quick=True).recipe_files()
+    assert [path.name for path in files] == ["default.yaml", "python.yaml", "quick.yaml"]
+    config = load_config(DemoConfig, files, [])
+    assert config.cot == "python" and config.task.distractor_prob > 0
+    assert config.task.train_size == 300, "quick's sizes win"
+    assert [path.name for path in DemoConfig().recipe_files()] == ["default.yaml"]

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "eval",
     "eval_table",
     "demo",
+    "demo_table",
 ]
 
 

@@ -313,6 +313,29 @@ def results_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+COT_LABELS = {CotKind.nl.value: "N-CoT", CotKind.python.value: "P-CoT"}
+"""Column-group names of the paper's table, by the chain-of-thought kind of a demo's results."""
+
+
+def paper_table(results_list: list[dict[str, Any]]) -> str:
+    """The paper's layout: one row per method, one column group (top-1, voting@K, rerank@K, pass@K)
+    per demo results (N-CoT, P-CoT), each cell the mean ± std over that demo's seeds."""
+    groups = [COT_LABELS[results["config"]["cot"]] for results in results_list]
+    if len(set(groups)) != len(groups):
+        raise ValueError(f"one results file per chain-of-thought kind, got {', '.join(groups)}")
+    headings = [f"{group} {column_label(column, results['k'])}"
+                for group, results in zip(groups, results_list, strict=True) for column in COLUMNS]  # fmt: skip
+    lines = [f"| Method | {' | '.join(headings)} |", "|---" * (len(headings) + 1) + "|"]
+    for method in ("warmup", *METHODS):
+        cells = []
+        for results in results_list:
+            several = len(results["seeds"]) > 1
+            mean, std = results["methods"][method], results["std"][method]
+            cells += _cells(mean, std, COLUMNS, several)
+        lines.append(f"| {LABELS[method]} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def generalisation_table(results: dict[str, Any]) -> str:
     """Greedy accuracy per method on its own training questions, the test split and the shifted
     split, and the train - test gap (in percentage points)."""

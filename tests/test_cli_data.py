@@ -25,6 +25,20 @@ def test_synth_writes_reft_json_and_its_knobs(tmp_path, capsys):
     assert "wrote 12 train problems" in capsys.readouterr().out
 
 
+def test_synth_choices_writes_option_letters_and_refuses_pcot(tmp_path, capsys):
+    out = tmp_path / "synth_train.json"
+    assert main(["data", "synth", "--n", "8", "--split", "train", "--out", str(out),
+                 "choices=4"]) == 0  # fmt: skip
+    records = json.loads(out.read_text())
+    assert {r["answer_value"] for r in records} <= set("abcd")
+    assert all("\na ) " in r["question"] and " , d ) " in r["question"] for r in records)
+    assert {e.answer_kind.value for e in load_dataset(out)} == {"multiple_choice"}
+    assert "choices: 4" in (tmp_path / "synth_train.config.yaml").read_text()
+    assert main(["data", "synth", "--n", "8", "--split", "train", "--cot", "python",
+                 "--out", str(tmp_path / "p.json"), "choices=4"]) == 2  # fmt: skip
+    assert "needs cot=nl" in capsys.readouterr().err
+
+
 def test_stats_prints_counts_lengths_and_an_example(tmp_path, capsys, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path / "tok")
     assert (
@@ -67,3 +81,4 @@ def test_console_script_runs():
     assert (
         "--distractor-prob" in completed.stdout and "Probability of inserting" in completed.stdout
     )
+    assert "--choices" in completed.stdout and "Multiple-choice form" in completed.stdout

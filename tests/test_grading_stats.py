@@ -132,6 +132,7 @@ def test_ppo_logs_grading_time_and_error_shares_per_step_and_dev(start, tmp_path
             "an untrained policy never answers right: each response fails or earns the partial"
         )
         assert ("programs_per_s" in record) == (cot == "python")
+        assert "hacked_reward_rate" not in record, "numeric answers: no hacking metrics"
     [dev] = read_metrics(out, "dev")
     assert set(kinds) <= set(dev)
 

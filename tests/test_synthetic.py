@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
-from reft.data.example import CotKind
-from reft.data.synthetic import OPERATIONS, SynthConfig, generate_examples, generate_problems
-from reft.data.synthetic_stories import FAMILIES
+from reft.answers.extract import extract_nl_answer
+from reft.data.example import AnswerKind, CotKind
+from reft.data.loaders import load_dataset, write_examples
+from reft.data.options import parse_options
+from reft.data.prompts import render_target
+from reft.data.synthetic import (
+    OPERATIONS,
+    SynthConfig,
+    generate_examples,
+    generate_problems,
+    wrong_values,
+)
+from reft.data.synthetic_stories import FAMILIES, Step
 
 CALCULATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 
@@ -140,6 +152,9 @@ def test_every_family_tells_every_operation_it_supports():
         ({"min_steps": 1, "max_steps": 2, "step_weights": [0, 0]}, "step_weights"),
         ({"split_shares": [80, 10]}, "split_shares"),
         ({"split_shares": [80, 10, 20]}, "split_shares"),
+        ({"choices": 1}, "choices must be 0"),
+        ({"choices": 6}, "choices must be 0"),
+        ({"choices": -2}, "choices must be 0"),
     ],
 )
 def test_invalid_knobs_are_rejected(knobs, message):
@@ -248,3 +263,67 @@ def test_a_split_that_runs_out_of_one_step_count_is_an_error():
     config = SynthConfig(**SCARCE, step_weights=[1, 0])  # one-step only: ~120 in the test share
     with pytest.raises(ValueError, match="test split ran out of distinct 1-step problems"):
         generate_problems(config, "test", 500)
+
+
+# ---- the multiple-choice form (choices) ----------------------------------------------------
+
+DEFAULT_TRAIN_SHA256 = "38ea378f524528f2437f21fb4d3ee8be86f96472d15572fe219d692e3273a162"
+"""sha256 of the first 100 default train items (ReFT JSON) as generated before `choices` existed."""
+
+
+def test_choices_zero_gives_the_items_generated_before_the_knob_existed():
+    examples = generate_examples(SynthConfig(choices=0), "train", 100)
+    document = json.dumps([example.to_reft_json() for example in examples])
+    assert hashlib.sha256(document.encode()).hexdigest() == DEFAULT_TRAIN_SHA256
+
+
+@pytest.mark.parametrize("choices", [2, 3, 4, 5])
+def test_choices_append_distinct_options_one_of_them_the_answer(choices):
+    plain = generate_problems(SynthConfig(seed=3), "dev", 200)
+    options = generate_problems(SynthConfig(seed=3, choices=choices), "dev", 200)
+    for problem, chosen in zip(plain, options, strict=True):
+        # The same problem and solution: the options come from a stream of their own.
+        question, line = chosen.question.rsplit("\n", 1)
+        assert (question, chosen.nl_cot, chosen.steps) == (
+            problem.question, problem.nl_cot, problem.steps,
+        )  # fmt: skip
+        assert line.startswith("a ) ") and " , b ) " in line, "MathQA's option line"
+        values = list(parse_options(chosen.question).values())
+        assert values == list(chosen.options) and len(values) == choices
+        assert len(set(values)) == choices and min(values) >= 0
+        assert values.count(problem.answer) == 1
+        assert chosen.options["abcde".index(chosen.answer_letter)] == problem.answer
+    positions = Counter(problem.answer_letter for problem in options)
+    assert set(positions) == set("abcde"[:choices]), "the answer's letter varies"
+    assert max(positions.values()) < 200 * (1 / choices + 0.15)
+
+
+def test_wrong_options_are_slips_in_the_last_step():
+    """The other operation, the value before the step, then an operand one more / one less."""
+    assert wrong_values((Step("sub", (6,), 33, 27),)) == [39, 33, 26, 28]
+    assert wrong_values((Step("mul", (2,), 144, 288),)) == [72, 144, 432]  # x1 is no slip
+    assert wrong_values((Step("div", (3,), 15, 5),)) == [45, 15]  # 15 / 4, 15 / 2: not whole
+    assert wrong_values((Step("div", (3,), 12, 4),)) == [36, 12, 3, 6]
+    assert wrong_values((Step("add_product", (4, 5), 80, 100),)) == [60, 80, 105, 95]
+    assert wrong_values((Step("sub", (1,), 1, 0),)) == [2, 1]  # 1 - 2 < 0, 1 - 0 = 1 twice
+
+
+def test_choice_examples_name_the_letter_and_load_back_as_multiple_choice(tmp_path):
+    examples = generate_examples(SynthConfig(choices=4), "train", 50)
+    for example in examples:
+        assert example.answer_kind is AnswerKind.multiple_choice and example.source == "synth-mc"
+        assert example.id.startswith("synth-mc_train_") and example.answer in "abcd"
+        target = render_target(example, CotKind.nl)
+        assert target.endswith(f"\nTherefore, the answer is: {example.answer}")
+        for strict in (True, False):
+            assert extract_nl_answer(target, AnswerKind.multiple_choice, strict=strict) == (
+                example.answer
+            )
+    # Named like the numeric task's files, it is still read as multiple choice (by its ids).
+    path = write_examples(tmp_path / "synth_train.json", examples)
+    assert load_dataset(path) == examples
+
+
+def test_choices_refuse_pcot():
+    with pytest.raises(ValueError, match="needs cot=nl"):
+        generate_examples(SynthConfig(choices=3), "train", 2, CotKind.python)

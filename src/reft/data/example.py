@@ -35,7 +35,10 @@ TASK_ANSWER_KIND: dict[str, AnswerKind] = {
     "mathqa": AnswerKind.multiple_choice,
     "mathqa-numeric": AnswerKind.numeric,
     "synth": AnswerKind.numeric,
+    "synth-mc": AnswerKind.multiple_choice,
 }
+SYNTH_CHOICE_SOURCE = "synth-mc"
+"""Source and item id prefix of the synthetic task's multiple-choice form (SynthConfig.choices)."""
 
 
 @dataclass(frozen=True)

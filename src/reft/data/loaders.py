@@ -74,15 +74,18 @@ def parse_records(
 ) -> list[Example]:
     """Turn ``(line_number, record_dict)`` pairs into examples; the format is detected per record.
 
-    `source` defaults to the prefix of the ReFT ``item_id`` ("svamp_12" -> "svamp"). The answer kind
-    comes from `answer_kind`, else from the source's known kind, else it is multiple choice only if
-    every gold answer is a letter a-e.
+    `source` defaults to the prefix of the ReFT ``item_id`` ("svamp_12" -> "svamp"), which also wins
+    where it names a known variant of `source` ("synth-mc_train_0" in synth_train.json). The answer
+    kind comes from `answer_kind`, else from the source's known kind, else it is multiple choice
+    only if every gold answer is a letter a-e.
     """
     parsed = [_parse_record(record, path, line, strip_calculator) for line, record in rows]
     if not parsed:
         raise DataError("the dataset is empty", path=path)
-    if source is None:
-        source = _source_from_id(parsed[0][0]["id"])
+    from_ids = _source_from_id(parsed[0][0]["id"])
+    # The ids may name a variant of the file's dataset: synth-mc_* items in synth_train.json.
+    if source is None or (from_ids in TASK_ANSWER_KIND and from_ids.startswith(f"{source}-")):
+        source = from_ids
     kind = answer_kind or TASK_ANSWER_KIND.get(source)
     if kind is None:
         letters = all(fields["answer"].strip().lower() in CHOICE_LETTERS for fields, _ in parsed)

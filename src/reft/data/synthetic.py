@@ -18,15 +18,25 @@ new and hashes into the split. Without it a step count is drawn per attempt, so 
 share runs out of distinct short problems silently holds longer ones (the old behaviour, kept for
 existing corpora). `split_shares` sizes the hash shares: set them in proportion to the split sizes
 asked for, so every split uses the same fraction of its distinct problems.
+
+Multiple-choice form (`choices` = 2-5): every question ends with a MathQA-style option line
+("\na ) 14 , b ) 21 , c ) 7 , d ) 28", reft.data.options); one option is the answer, the others are
+the problem's own wrong results (the last step with the other operation, the value before the last
+step, the last step with an operand off by one), and the gold answer is the option's letter. The
+gold N-CoT is unchanged: it computes the number, and the rendered target then names the letter
+("...\nTherefore, the answer is: b"). This is where a wrong chain of thought can still land on the
+right letter (the paper's MathQA finding; reft.answers.hacking measures it). The options are drawn
+from their own random stream, seeded by the item, so every other draw (and item) stays as without.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from reft.data.example import AnswerKind, CotKind, Example
+from reft.data.example import SYNTH_CHOICE_SOURCE, AnswerKind, CotKind, Example
+from reft.data.options import OPTION_LETTERS, append_options
 from reft.data.synthetic_stories import FAMILIES, NAMES, Step, StoryFamily
 
 SPLITS = ("train", "dev", "test")
@@ -35,6 +45,15 @@ DEFAULT_SPLIT_SIZES = {"train": 20000, "dev": 500, "test": 1000}
 """Sizes used by the `synth:SPLIT` dataset spec when no N is given."""
 OPERATIONS = ("add", "sub", "mul", "div", "add_product", "sub_product")
 MAX_ATTEMPTS_PER_ITEM = 200
+OTHER_OPERATION = {
+    "add": "sub", "sub": "add", "mul": "div", "div": "mul",
+    "add_product": "sub_product", "sub_product": "add_product",
+}  # fmt: skip
+"""The operation a wrong option applies at the last step instead of the right one."""
+PCOT_CHOICES_ERROR = (
+    "choices (the multiple-choice form) needs cot=nl: a P-CoT program returns the number, not the "
+    "option letter"
+)
 
 
 @dataclass
@@ -73,6 +92,11 @@ class SynthConfig:
     """Probability that a problem with two or more calculations gets a compact gold N-CoT: the whole
     computation on one line ("It is (12 / 3) + 8 = 12 km away.") instead of one line per result.
     Annotators differ like this in real data; the compact form is much harder for a small model."""
+    choices: int = 0
+    """Multiple-choice form: 0 keeps the numeric task; 2-5 appends that many options to every
+    question ("a ) 14 , b ) 21 , ...", as MathQA writes them), one of them the answer and the others
+    wrong results of the same problem, and the gold answer becomes the option's letter. N-CoT only
+    (a P-CoT program returns a number, not a letter)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
@@ -106,6 +130,11 @@ class SynthConfig:
                 f"split_shares needs {len(SPLITS)} non-negative percents ({', '.join(SPLITS)}) "
                 f"summing to 100, got {self.split_shares}"
             )
+        if self.choices != 0 and not 2 <= self.choices <= len(OPTION_LETTERS):
+            raise ValueError(
+                f"choices must be 0 (the numeric task) or 2..{len(OPTION_LETTERS)} options "
+                f"(letters {', '.join(OPTION_LETTERS)}), got {self.choices}"
+            )
         for name in ("distractor_prob", "compact_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -124,12 +153,26 @@ class SynthProblem:
     """`def solution():` program in the paper's P-CoT format; it returns `answer`."""
     answer: int
     steps: tuple[Step, ...]
+    options: tuple[int, ...] = ()
+    """The option values in letter order (the question ends with them); empty: the numeric task."""
+
+    @property
+    def answer_letter(self) -> str:
+        """The letter of the option that is the answer (multiple-choice form only)."""
+        return OPTION_LETTERS[self.options.index(self.answer)]
 
     def to_example(self, cot: CotKind) -> Example:
         solution = self.program if cot is CotKind.python else self.nl_cot
+        if not self.options:
+            return Example(
+                self.id, self.question, str(self.answer), AnswerKind.numeric, "synth", solution
+            )
+        if cot is CotKind.python:
+            raise ValueError(PCOT_CHOICES_ERROR)
         return Example(
-            self.id, self.question, str(self.answer), AnswerKind.numeric, "synth", solution
-        )
+            self.id, self.question, self.answer_letter, AnswerKind.multiple_choice,
+            SYNTH_CHOICE_SOURCE, solution,
+        )  # fmt: skip
 
 
 def generate_problems(config: SynthConfig, split: str, n: int) -> list[SynthProblem]:
@@ -139,6 +182,7 @@ def generate_problems(config: SynthConfig, split: str, n: int) -> list[SynthProb
     rng = random.Random(f"reft-synth:{config.seed}:{split}")
     problems: list[SynthProblem] = []
     seen: set[str] = set()
+    prefix = SYNTH_CHOICE_SOURCE if config.choices else "synth"
     wanted, attempts = None, 0  # the current item's step count (step_weights only)
     for _ in range(max(n, 1) * MAX_ATTEMPTS_PER_ITEM):
         if len(problems) == n:
@@ -163,7 +207,8 @@ def generate_problems(config: SynthConfig, split: str, n: int) -> list[SynthProb
         if signature in seen or _split_of(signature, config.split_shares) != split:
             continue
         seen.add(signature)
-        problems.append(_render(rng, config, family, steps, f"synth_{split}_{len(problems)}"))
+        problem = _render(rng, config, family, steps, f"{prefix}_{split}_{len(problems)}")
+        problems.append(with_choices(problem, config) if config.choices else problem)
         wanted = None
     if len(problems) < n:
         raise ValueError(
@@ -177,6 +222,8 @@ def generate_examples(
     config: SynthConfig, split: str, n: int, cot: CotKind = CotKind.nl
 ) -> list[Example]:
     """`generate_problems` as `Example` records carrying the `cot` kind of gold solution."""
+    if config.choices and cot is CotKind.python:
+        raise ValueError(PCOT_CHOICES_ERROR)
     return [problem.to_example(cot) for problem in generate_problems(config, split, n)]
 
 
@@ -296,3 +343,55 @@ def _render(
         answer=steps[-1].after,
         steps=tuple(steps),
     )
+
+
+def with_choices(problem: SynthProblem, config: SynthConfig) -> SynthProblem:
+    """The problem with `config.choices` options appended to its question: the answer and wrong
+    results (`wrong_values`), in an order drawn from the item's own random stream, so the main
+    stream, and with it every item, is the same as without choices."""
+    rng = random.Random(f"reft-synth-choices:{config.seed}:{problem.id}")
+    plausible = wrong_values(problem.steps)
+    rng.shuffle(plausible)
+    values = [problem.answer, *plausible[: config.choices - 1]]
+    values += _nearby_values(problem.answer, config.choices - len(values), exclude=values)
+    rng.shuffle(values)
+    question = append_options(problem.question, values)
+    return replace(problem, question=question, options=tuple(values))
+
+
+def wrong_values(steps: tuple[Step, ...]) -> list[int]:
+    """Distinct non-negative integers a slip in the last step gives instead of its result: the other
+    operation (add <-> sub, mul <-> div, add_product <-> sub_product), the value before the step, and
+    the step with an operand (or a product's count) one more or one less."""
+    last = steps[-1]
+    op, before, operands = last.op, last.before, last.operands
+    candidates = [_apply_if_whole(OTHER_OPERATION[op], before, operands), before]
+    for delta in (1, -1):
+        changed = (operands[0] + delta, *operands[1:])
+        if min(changed) >= 1 and not (op in ("mul", "div") and changed[0] == 1):
+            candidates.append(_apply_if_whole(op, before, changed))
+    wrong: list[int] = []
+    for value in candidates:
+        if value is not None and value >= 0 and value != last.after and value not in wrong:
+            wrong.append(value)
+    return wrong
+
+
+def _apply_if_whole(op: str, value: int, operands: tuple[int, ...]) -> int | None:
+    """`_apply`, or None where a division would not come out whole."""
+    if op == "div" and value % operands[0]:
+        return None
+    return _apply(op, value, operands)
+
+
+def _nearby_values(answer: int, count: int, exclude: list[int]) -> list[int]:
+    """`count` more wrong options when a problem's slips give too few: answer +1, -1, +2, -2, ...
+    (never negative, never one of `exclude`)."""
+    values: list[int] = []
+    distance = 1
+    while len(values) < count:
+        for value in (answer + distance, answer - distance):
+            if len(values) < count and value >= 0 and value not in exclude + values:
+                values.append(value)
+        distance += 1
+    return values

@@ -16,6 +16,7 @@ from reft.answers.checkers import harness_verdicts
 from reft.answers.compare import is_correct
 from reft.answers.grader import Grader
 from reft.answers.grading_stats import error_shares
+from reft.answers.hacking import example_hacking_counts
 from reft.data.example import CotKind, Example
 from reft.data.prompts import render_generation_prompt
 from reft.evaluate.voting import majority_vote
@@ -105,6 +106,18 @@ def top1_error_shares(results: list[QuestionResult], cot: CotKind) -> dict[str, 
     `cot` (reft.answers.grading_stats): how often the greedy policy crashes, times out or probes
     the sandbox, which top-1 accuracy alone does not show."""
     return error_shares([result.completions[0].error for result in results], cot)
+
+
+def top1_hacking_rates(results: list[QuestionResult], examples: list[Example]) -> dict[str, float]:
+    """reft.answers.hacking's rates over the FIRST completions: how often a right greedy letter
+    comes from reasoning that computes another number (multiple-choice N-CoT data whose questions
+    carry option values; see `reft.answers.hacking.tracks_hacking`)."""
+    by_id = {example.id: example for example in examples}
+    firsts = [result.completions[0] for result in results]
+    counts = example_hacking_counts(
+        [c.text for c in firsts], [by_id[r.id] for r in results], [c.correct for c in firsts]
+    )
+    return counts.rates()
 
 
 def harness_accuracy(results: list[QuestionResult], flexible: bool) -> float:

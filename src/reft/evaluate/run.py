@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reft.answers.grader import Grader
+from reft.answers.hacking import tracks_hacking
 from reft.config import config_to_dict, save_config, save_run_config
 from reft.data.example import AnswerKind, CotKind, Example
 from reft.data.loaders import load_dataset
@@ -22,6 +23,7 @@ from reft.evaluate.predict import (
     predict,
     top1_accuracy,
     top1_error_shares,
+    top1_hacking_rates,
     voting_accuracy,
 )
 from reft.evaluate.rerank import (
@@ -88,7 +90,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     `accuracy_curves`), "generation"}. The curves sit beside `metrics`, not in it, so `metrics` stays
     one number per name (`reft eval-table` reads every entry as an accuracy but those it skips:
     `answered`, `response_tokens`, and `top1_error_<kind>`, the share of greedy completions that
-    ended in each error kind)."""
+    ended in each error kind). Multiple-choice N-CoT data with option values in its questions also
+    gets `top1_hacked_reward_rate`, `top1_no_number_rate` and `top1_reasoning_accuracy`
+    (reft.answers.hacking)."""
     out_dir = check_output_dir(config.out_dir)
     with RunLock(out_dir):  # before anything is written there
         return _evaluate(config, out_dir)
@@ -106,6 +110,8 @@ def _evaluate(config: EvalConfig, out_dir: Path) -> dict[str, Any]:
         metrics |= {"top1": top1_accuracy(greedy), "answered": answered_rate(greedy),
                     "response_tokens": mean_response_tokens(greedy)}  # fmt: skip
         metrics |= {f"top1_{k}": v for k, v in top1_error_shares(greedy, config.cot).items()}
+        if tracks_hacking(examples, config.cot):  # option letters whose values are known
+            metrics |= {f"top1_{k}": v for k, v in top1_hacking_rates(greedy, examples).items()}
         if config.cot is CotKind.nl and examples[0].answer_kind is AnswerKind.numeric:
             # The same greedy outputs as lm-evaluation-harness's GSM8K filters would score them.
             metrics["top1_harness_strict"] = harness_accuracy(greedy, flexible=False)

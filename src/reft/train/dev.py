@@ -1,5 +1,6 @@
 """Dev-split evaluation during training: greedy top-1 accuracy on the dev set (never the test set),
-with the share of each error kind among the greedy completions (`error_<kind>`)."""
+with the share of each error kind among the greedy completions (`error_<kind>`), and on
+multiple-choice N-CoT data with option values the hacking rates (reft.answers.hacking)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reft.answers.grader import Grader
+from reft.answers.hacking import tracks_hacking
 from reft.data.example import Example
 from reft.evaluate.predict import (
     answered_rate,
@@ -14,6 +16,7 @@ from reft.evaluate.predict import (
     predict,
     top1_accuracy,
     top1_error_shares,
+    top1_hacking_rates,
 )
 from reft.generation.config import SamplingConfig
 from reft.train.loop import TrainingRun
@@ -39,16 +42,18 @@ def make_dev_evaluator(
         batch_size=config.eval_batch_size,
     )
     grader = Grader(examples[0].answer_kind, config.cot, strict=True)
+    hacking = tracks_hacking(examples, config.cot)
 
     def evaluate(policy: PreTrainedModel) -> dict[str, float]:
         results = predict(
             policy, run.tokenizer, examples, config.cot, sampling, grader,
             seed=config.seed, progress=f"{run.stage} dev",
         )  # fmt: skip
-        return {
+        metrics = {
             "accuracy": top1_accuracy(results),
             "answered": answered_rate(results),
             "response_tokens": mean_response_tokens(results),
         } | top1_error_shares(results, config.cot)
+        return metrics | (top1_hacking_rates(results, examples) if hacking else {})
 
     return evaluate

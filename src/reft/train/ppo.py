@@ -23,6 +23,10 @@ the sandboxed programs; `time_scoring` also decodes the responses); P-CoT steps 
 `programs_per_s`, the step's programs over all processes per second of (mean) `time_grade`. Every
 step logs `error_<kind>`, the share of its responses that ended in each error kind
 (reft.answers.grading_stats), so a policy that learns to crash or to probe the sandbox shows.
+On multiple-choice N-CoT data whose questions carry numeric option values (MathQA, the synthetic
+task with `choices`), every step also logs `hacked_reward_rate`, `no_number_rate` and
+`reasoning_accuracy` (reft.answers.hacking): how often the reward paid for reasoning that computes
+another number than the option it names, the paper's MathQA finding. Other data logs none of them.
 
 Across processes (docs/scaling.md): each process rolls out its shard of the step's prompts; whitening
 is global by default; a mini-batch is `mini_batch_size / processes` rows of every process, and the
@@ -58,6 +62,7 @@ from reft.algos import (
 from reft.algos.losses import LossAggregator
 from reft.answers.grader import Grader
 from reft.answers.grading_stats import error_shares, programs_per_second
+from reft.answers.hacking import HackingCounts, example_hacking_counts, tracks_hacking
 from reft.data.example import CotKind
 from reft.generation.backends import RolloutBackend
 from reft.models.load import load_causal_lm
@@ -279,6 +284,7 @@ class PPOStep:
         self.run, self.config, self.examples = run, config, examples
         self.reference, self.backend, self.grader = reference, backend, grader
         self.update = PPOUpdate(run, config)
+        self.tracks_hacking = tracks_hacking(examples, config.cot)
         fused = fuses_first_forward(config, run.num_processes)
         self._collect_and_update = self._fused_steps if fused else self._separate_steps
 
@@ -303,6 +309,8 @@ class PPOStep:
             metrics["programs_per_s"] = programs_per_second(programs, metrics["time_grade"])
         if self.config.estimator.uses_critic:
             metrics["explained_variance"] = self._explained_variance(experience)
+        if self.tracks_hacking:
+            metrics |= self._hacking_metrics(local, experience)
         tokens = self._sum_over_processes(experience.response_mask.sum())
         metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
         return metrics
@@ -346,6 +354,16 @@ class PPOStep:
             "kl": experience.kl.sum(dim=1).mean().item(),
             "response_length": mask.sum(dim=1).float().mean().item(),
         } | error_shares(experience.errors, self.config.cot)
+
+    def _hacking_metrics(self, local: list, experience: Experience) -> dict[str, float]:
+        """reft.answers.hacking's rates over the responses of ALL processes (their counts summed,
+        since processes hold different numbers of rewarded responses)."""
+        per_response = [e for e in local for _ in range(self.config.samples_per_prompt)]
+        counts = example_hacking_counts(experience.texts, per_response, experience.correct.tolist())
+        if self.run.num_processes > 1:
+            summed = torch.tensor(counts.as_list(), device=self.run.device, dtype=torch.float64)
+            counts = HackingCounts.from_list(self.run.accelerator.reduce(summed, "sum").tolist())
+        return counts.rates()
 
     def _explained_variance(self, experience: Experience) -> float:
         """1 - Var[returns - values] / Var[returns] over the response tokens of ALL processes."""

@@ -93,6 +93,8 @@ class Experience:
     """[N, T] float: per-token KL estimate (0 outside the response)."""
     errors: list[str | None] = field(default_factory=list)
     """[N] GradeResult.error of each response (None: an answer was extracted / returned)."""
+    texts: list[str] = field(default_factory=list)
+    """[N] the decoded responses (EOS not part of the text), for metrics on the text itself."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent in rollout / scoring (grade: its part inside `Grader.grade`) / forward (step
     3's no-grad forwards), and fused_forward when the policy+value forward was epoch 1's update
@@ -147,6 +149,8 @@ class Samples:
     """[N] bool: whether each response's answer is right."""
     errors: list[str | None] = field(default_factory=list)
     """[N] GradeResult.error of each response (None: an answer was extracted / returned)."""
+    texts: list[str] = field(default_factory=list)
+    """[N] the decoded responses (EOS not part of the text)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent in rollout / scoring (grade: its part inside `Grader.grade`) / forward (the
     reference's, so far)."""
@@ -225,7 +229,7 @@ def collect_samples(
     return Samples(
         sequences=sequences, attention_mask=attention_mask, response_mask=generated.response_mask,
         ref_logprobs=ref_logprobs, scores=graded.scores, correct=graded.correct,
-        errors=graded.errors, timings=timings,
+        errors=graded.errors, texts=graded.texts, timings=timings,
     )  # fmt: skip
 
 
@@ -245,7 +249,7 @@ def build_experience(
         sequences=samples.sequences, attention_mask=samples.attention_mask, response_mask=mask,
         old_logprobs=old_logprobs, ref_logprobs=samples.ref_logprobs, values=values,
         advantages=advantages, returns=returns, scores=samples.scores, correct=samples.correct,
-        kl=kl, errors=samples.errors, timings=dict(samples.timings),
+        kl=kl, errors=samples.errors, texts=samples.texts, timings=dict(samples.timings),
     )  # fmt: skip
 
 
@@ -360,6 +364,8 @@ class ResponseGrades:
     """[N] bool: whether each response's answer is right."""
     errors: list[str | None]
     """[N] GradeResult.error of each response (reft.answers.grading_stats counts them)."""
+    texts: list[str]
+    """[N] the decoded responses that were graded."""
     grade_seconds: float
     """Seconds inside `Grader.grade` (for P-CoT: waiting for the sandboxed programs), without
     decoding the responses."""
@@ -382,5 +388,6 @@ def score_responses(
         scores=torch.tensor([grade.reward for grade in grades], dtype=torch.float32),
         correct=torch.tensor([grade.correct for grade in grades]),
         errors=[grade.error for grade in grades],
+        texts=texts,
         grade_seconds=time.perf_counter() - started,
     )

@@ -8,18 +8,18 @@ to the stage's own command as `key=value` overrides, so they accept exactly what
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reft.data.example import CotKind
-from reft.data.synthetic import SynthConfig
+from reft.data.synthetic import PCOT_CHOICES_ERROR, SynthConfig
 from reft.models.presets import check_preset
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 """Where the shipped recipes live (`default.yaml`; `python.yaml` layered on it for --cot python and
 `quick.yaml` for --quick)."""
-STUDIES = ("", "ablations", "warmup")
+STUDIES = ("", "ablations", "warmup", "hacking")
 """`DemoConfig.study` values: the main comparison, then the paper's analyses (reft.demo.studies)."""
 
 
@@ -108,12 +108,16 @@ class DemoConfig:
     """`reft eval` settings for the test-split evaluation of every method."""
     study: str = ""
     """One of the paper's analyses instead of the main comparison, on the same stages and runner:
-    `ablations` (ReFT variants from one warm-up) or `warmup` (ReFT from warm-ups of several
-    lengths, beside the SFT baseline). Empty: the main comparison."""
+    `ablations` (ReFT variants from one warm-up), `warmup` (ReFT from warm-ups of several
+    lengths, beside the SFT baseline) or `hacking` (ReFT on the task's multiple-choice and numeric
+    forms: reward hacking). Empty: the main comparison."""
     ablations: dict[str, dict[str, Any]] = field(default_factory=dict)
     """--study ablations: ReFT variants by name, each `reft train` settings layered on `reft`."""
     warmup_epochs: list[int] = field(default_factory=list)
     """--study warmup: warm-up lengths in epochs (the warm-up's `stop_epochs`) ReFT starts from."""
+    hacking_choices: int = 4
+    """--study hacking: options per question of the multiple-choice form (the task's `choices`,
+    2-5; MathQA has 5)."""
 
     def __post_init__(self) -> None:
         check_preset("model", self.model)  # before the demo writes its corpus
@@ -121,6 +125,18 @@ class DemoConfig:
             raise ValueError(f"curve_k={self.curve_k} must be 0 or at least k={self.k}")
         if self.study not in STUDIES:
             raise ValueError(f"study={self.study!r}: expected one of {', '.join(STUDIES[1:])}")
+        if self.study == "hacking":
+            self._check_hacking()
+
+    def _check_hacking(self) -> None:
+        """--study hacking's multiple-choice form is valid: checked before the base is built, not
+        when its data is written."""
+        if self.cot != CotKind.nl:
+            raise ValueError(f"study=hacking: {PCOT_CHOICES_ERROR}")
+        try:
+            replace(self.task, choices=self.hacking_choices)  # SynthConfig checks the count
+        except ValueError as error:
+            raise ValueError(f"hacking_choices={self.hacking_choices}: {error}") from None
 
     def seed_list(self) -> list[int]:
         """The seeds as integers ("0,1,2" -> [0, 1, 2])."""

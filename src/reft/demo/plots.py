@@ -175,3 +175,40 @@ def plot_warmup_study(results: dict[str, Any], path: Path) -> Path:
     axis.legend(fontsize=8)
     axis.set_title("When does ReFT surpass SFT? (first seed)")
     return _save(figure, path)
+
+
+def plot_hacking_study(results: dict[str, Any], path: Path) -> Path:
+    """--study hacking (first seed): the hacked reward rate of the multiple-choice variants' training
+    rollouts per PPO step and of their greedy dev answers, and dev accuracy of the letters against
+    the reasoning's own number (with the numeric variant's accuracy beside them)."""
+    from reft.demo.studies import variant_label
+
+    curves = results["curves"][results["seeds"][0]]
+    mc = [v for v in ("reft_mc", "reft_mc_no_partial") if v in curves]
+    colors = dict(zip([*mc, "reft_numeric"], ("tab:red", "tab:orange", "tab:blue"), strict=True))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = (("hacked_reward_rate", "hacked reward rate (training rollouts)"),
+              ("dev_hacked_reward_rate", "hacked reward rate (dev, greedy)"))  # fmt: skip
+    for axis, (key, title) in zip(axes, panels, strict=False):
+        for variant in mc:
+            points = curves[variant].get(key, [])
+            if points:
+                axis.plot(*zip(*points, strict=True), color=colors[variant],
+                          label=variant_label(variant))  # fmt: skip
+        axis.set_title(title, fontsize=10)
+    for variant in [*mc, "reft_numeric"]:
+        dev = curves.get(variant, {})
+        if dev.get("dev_accuracy"):
+            what = "letters" if variant in mc else "numbers"
+            axes[2].plot(*zip(*dev["dev_accuracy"], strict=True), color=colors[variant],
+                         label=f"{variant_label(variant)}: {what} right")  # fmt: skip
+        if dev.get("dev_reasoning_accuracy"):
+            axes[2].plot(*zip(*dev["dev_reasoning_accuracy"], strict=True), linestyle="--",
+                         color=colors[variant], label=f"{variant_label(variant)}: reasoning right")  # fmt: skip
+    axes[2].set_title("dev accuracy (greedy)", fontsize=10)
+    for axis in axes:
+        axis.set_xlabel("PPO step")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"reft demo --study hacking (seed {results['seeds'][0]})")
+    return _save(figure, path)

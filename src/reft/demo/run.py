@@ -16,10 +16,22 @@ from reft.config import config_to_dict, save_config
 from reft.demo.base import BasePlan, plan_base
 from reft.demo.config import DemoConfig
 from reft.demo.data import synth_knobs, write_synth_files
+from reft.demo.hacking_study import (
+    hacking_row,
+    hacking_table,
+    write_choice_task,
+    write_hacking_report,
+)
 from reft.demo.report import build_results, results_table, write_report
 from reft.demo.runner import StageRunner, done_marker
 from reft.demo.stages import plan_stages
-from reft.demo.studies import build_study_results, plan_study, study_table, write_study_report
+from reft.demo.studies import (
+    build_study_results,
+    plan_study,
+    study_table,
+    variant_row,
+    write_study_report,
+)
 from reft.files import check_output_dir, write_json_atomic
 from reft.run_lock import RunLock
 from reft.train.interrupt import program_prefix, without_resume
@@ -42,6 +54,8 @@ def run_demo(config: DemoConfig, command: str = "") -> dict[str, Any]:
     with RunLock(out_dir, "--out"), resume_hint(out_dir, out_given=bool(config.out)):
         save_config(config, out_dir / "demo.yaml")
         data_dir = write_task(config, out_dir / "data")
+        if config.study == "hacking":
+            write_choice_task(config, data_dir)
         command = command or shlex.join(["reft", *sys.argv[1:]])  # global flags (-v) included
         base = build_base(config, out_dir)
         planned = {seed: run_seed(config, seed, out_dir, data_dir, base) for seed in seeds}
@@ -104,18 +118,22 @@ def run_seed(config: DemoConfig, seed: int, out_dir: Path, data_dir: Path, base:
 
 def finish_study(config: DemoConfig, planned: dict, out_dir: Path, command: str) -> dict[str, Any]:
     """A study's results.json, figures and report.md."""
-    from reft.demo.plots import plot_study, plot_warmup_study
+    from reft.demo.plots import plot_hacking_study, plot_study, plot_warmup_study
 
+    hacking = config.study == "hacking"
     stages = {seed: seed_stages for seed, (seed_stages, _) in planned.items()}
     variants = next(iter(planned.values()))[1]
     results = build_study_results(config_to_dict(config), config.study, variants, stages, out_dir,
-                                  config.k)  # fmt: skip
+                                  config.k, hacking_row if hacking else variant_row)  # fmt: skip
     write_json_atomic(out_dir / "results.json", results)
     figures = [plot_study(results, out_dir / f"{config.study}_training.png")]
     if config.study == "warmup":
         figures.append(plot_warmup_study(results, out_dir / "warmup_dev_accuracy.png"))
-    write_study_report(results, out_dir, figures, command)
-    print("\n" + study_table(results))
+    if hacking:
+        figures.append(plot_hacking_study(results, out_dir / "hacked_reward_rate.png"))
+    report_writer = write_hacking_report if hacking else write_study_report
+    report_writer(results, out_dir, figures, command)
+    print("\n" + (hacking_table if hacking else study_table)(results))
     print(f"\nresults: {out_dir / 'results.json'}; report: {out_dir / 'report.md'}")
     return results
 

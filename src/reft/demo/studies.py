@@ -1,4 +1,4 @@
-"""`reft demo --study ablations|warmup`: two of the paper's analyses on the demo's stages and runner.
+"""`reft demo --study ablations|warmup|hacking`: the paper's analyses on the demo's stages and runner.
 
 - ablations: ReFT variants (`DemoConfig.ablations`: each `reft train` settings layered on the
   recipe's `reft` section), every one a ReFT stage from the same warm-up with the same step budget:
@@ -7,6 +7,8 @@
 - warmup: ReFT from warm-ups stopped at several epochs of the warm-up's schedule
   (`DemoConfig.warmup_epochs`), beside the SFT baseline (which continues the shipped warm-up), to
   see how long the warm-up must be before RL pays off.
+- hacking: ReFT on the task's multiple-choice and numeric forms, each from its own warm-up
+  (reft.demo.hacking_study, which builds on this module).
 
 Each variant is evaluated on the test split at its best dev checkpoint (top-1 and voting@K; no
 reranker, which would need a reward model per variant). results.json holds the table per seed with
@@ -16,21 +18,28 @@ per generated token, KL to the reference, value loss, explained variance and res
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reft.answers.hacking import HACKING_METRICS
 from reft.demo.config import DemoConfig
 from reft.demo.report import aggregate, eval_metrics, machine_record, metric_records
 from reft.demo.stages import Stage, stage_data, test_eval_stage, training_stage
 
-TRAIN_CURVES = ("kl", "value_loss", "explained_variance", "response_length", "reward")
-"""Per-step training metrics kept for each variant (those its estimator logs)."""
+TRAIN_CURVES = ("kl", "value_loss", "explained_variance", "response_length", "reward",
+                *HACKING_METRICS)  # fmt: skip
+"""Per-step training metrics kept for each variant (those its estimator and data log)."""
 
 
 def plan_study(
     config: DemoConfig, seed: int, seed_dir: Path, data_dir: Path, start: str | None
 ) -> tuple[list[Stage], list[str]]:
     """The stages of one seed's study and the names of the variants its table compares."""
+    if config.study == "hacking":
+        from reft.demo.hacking_study import plan_hacking  # it imports this module
+
+        return plan_hacking(config, seed, seed_dir, data_dir, start)
     data = stage_data(config, seed, data_dir)
     warmup = training_stage(config, seed_dir, data, "warmup", ["sft"],
                             {"model": start or config.model}, config.warmup, (), None)  # fmt: skip
@@ -106,8 +115,13 @@ def variant_curves(stage: Stage) -> dict[str, Any]:
     (PPO stages), per epoch (SFT stages), and the per-step training metrics."""
     records = metric_records(stage.out_dir / "metrics.jsonl")
     train = [r for r in records if r.get("split") == "train"]
-    dev = [(r["step"], r["accuracy"]) for r in records if r.get("split") == "dev"]
+    dev_records = [r for r in records if r.get("split") == "dev"]
+    dev = [(r["step"], r["accuracy"]) for r in dev_records]
     curves: dict[str, Any] = {"dev_accuracy": dev}
+    for key in HACKING_METRICS:  # multiple-choice data only
+        points = [(r["step"], r[key]) for r in dev_records if key in r]
+        if points:
+            curves[f"dev_{key}"] = points
     if stage.argv[0] == "sft":
         logged = [(r["step"], r["epoch"]) for r in train if "epoch" in r]
         curves["dev_by_epoch"] = [(epoch_at(step, logged), acc) for step, acc in dev]
@@ -129,9 +143,12 @@ def variant_curves(stage: Stage) -> dict[str, Any]:
 
 
 def build_study_results(config: dict[str, Any], study: str, variants: list[str],
-                        stages: dict[int, list[Stage]], out_dir: Path, k: int) -> dict[str, Any]:  # fmt: skip
-    """The study's results.json document: the table per seed, mean and std, and the curves."""
-    per_seed = {seed: {v: variant_row(out_dir / f"seed_{seed}", v, k) for v in variants}
+                        stages: dict[int, list[Stage]], out_dir: Path, k: int,
+                        row: Callable[[Path, str, int], dict[str, float]] = variant_row
+                        ) -> dict[str, Any]:  # fmt: skip
+    """The study's results.json document: the table per seed (`row` of each variant), mean and
+    std, and the curves."""
+    per_seed = {seed: {v: row(out_dir / f"seed_{seed}", v, k) for v in variants}
                 for seed in stages}  # fmt: skip
     means, stds = aggregate(per_seed)
     curves = {seed: {stage.name: variant_curves(stage) for stage in seed_stages if stage.trains}
@@ -142,16 +159,19 @@ def build_study_results(config: dict[str, Any], study: str, variants: list[str],
 
 
 LABELS = {"full": "ReFT (shipped)", "no_kl": "no KL term", "shared_trunk": "shared-trunk value head",
-          "no_partial_reward": "no partial reward", "sft": "SFT baseline"}  # fmt: skip
+          "no_partial_reward": "no partial reward", "sft": "SFT baseline",
+          "warmup_mc": "warm-up, multiple choice", "mc": "ReFT, multiple choice",
+          "mc_no_partial": "ReFT, multiple choice, no partial reward",
+          "warmup_numeric": "warm-up, numeric", "numeric": "ReFT, numeric"}  # fmt: skip
 
 
 def variant_label(variant: str) -> str:
     """`reft_no_kl` -> "no KL term"; `reft_e4` -> "ReFT from the 4-epoch warm-up"."""
     name = variant.removeprefix("reft_")
-    if variant.startswith("warmup"):
-        return "warm-up" + (
-            f", {variant.removeprefix('warmup_e')} epochs" if "_e" in variant else " (shipped)"
-        )
+    if variant == "warmup":
+        return "warm-up (shipped)"
+    if variant.startswith("warmup_e") and variant[8:].isdigit():
+        return f"warm-up, {variant[8:]} epochs"
     if variant.startswith("reft_e") and name[1:].isdigit():
         return f"ReFT from the {name[1:]}-epoch warm-up"
     return LABELS.get(name, name)
@@ -165,7 +185,7 @@ def study_table(results: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]  # fmt: skip
     for variant in results["variants"]:
         mean, std = results["methods"][variant], results["std"][variant]
-        cells = [_cell(mean.get(c), std.get(c), several) for c in ("top1", "voting")]
+        cells = [percent_cell(mean.get(c), std.get(c), several) for c in ("top1", "voting")]
         dev = [acc for _, acc in first.get(variant, {}).get("dev_accuracy", [])]
         kl = first.get(variant, {}).get("kl", [])
         best, last = (f"{100 * max(dev):.1f}", f"{100 * dev[-1]:.1f}") if dev else ("–", "–")
@@ -176,7 +196,8 @@ def study_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cell(mean: float | None, std: float | None, several: bool) -> str:
+def percent_cell(mean: float | None, std: float | None, several: bool) -> str:
+    """A table cell in percent: "50.0 ± 1.0" over several seeds, "50.0" for one, "–" if missing."""
     if mean is None:
         return "–"
     return f"{100 * mean:.1f} ± {100 * std:.1f}" if several else f"{100 * mean:.1f}"
@@ -186,12 +207,8 @@ def write_study_report(
     results: dict[str, Any], out_dir: Path, figures: list[Path], command: str
 ) -> Path:
     """report.md: the command, the table, the figures."""
-    seeds = ", ".join(str(seed) for seed in results["seeds"])
-    machine = results["machine"]
     text = "\n".join([
-        f"# reft demo --study {results['study']}", "",
-        f"Command: `{command}`  ", f"Seeds: {seeds}; machine: {machine['cpus']} CPUs, "
-        f"{machine['platform']}, torch {machine['torch']}", "",
+        *report_header(results, command),
         "Test accuracy at each variant's best dev checkpoint (dev columns: first seed; KL: the "
         "last step's summed KL to the reference, nats per response).", "",
         study_table(results), "",
@@ -200,3 +217,12 @@ def write_study_report(
     path = out_dir / "report.md"
     path.write_text(text)
     return path
+
+
+def report_header(results: dict[str, Any], command: str) -> list[str]:
+    """A study report's first lines: its title, the command, the seeds and the machine."""
+    seeds = ", ".join(str(seed) for seed in results["seeds"])
+    machine = results["machine"]
+    return [f"# reft demo --study {results['study']}", "",
+            f"Command: `{command}`  ", f"Seeds: {seeds}; machine: {machine['cpus']} CPUs, "
+            f"{machine['platform']}, torch {machine['torch']}", ""]  # fmt: skip

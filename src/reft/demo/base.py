@@ -71,6 +71,12 @@ def _dotlist(value: object) -> str:
     return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
+KNOBS_ADDED_LATER = {"choices": 0}
+"""Corpus knobs added after bases were cached, each with the value that writes the corpus as before:
+left out of the key at that value, so a new knob does not rebuild every cached base."""
+_ABSENT = object()
+
+
 def default_base_cache() -> Path:
     """`$XDG_CACHE_HOME/reft/demo_bases` (or ~/.cache/reft/demo_bases)."""
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -79,12 +85,14 @@ def default_base_cache() -> Path:
 
 def base_key(config: DemoConfig) -> str:
     """A short hash of every setting that decides the base's weights."""
+    corpus = {knob: value for knob, value in config_to_dict(config.base_task).items()
+              if KNOBS_ADDED_LATER.get(knob, _ABSENT) != value}  # fmt: skip
     settings = {
         "format": BASE_FORMAT,
         "model": config.model,
         "cot": config.cot.value,
         "threads": config.workers,
-        "corpus": config_to_dict(config.base_task),
+        "corpus": corpus,
         "sft": {
             key: value
             for key, value in {**config.common, **config.base}.items()

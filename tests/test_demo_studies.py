@@ -146,7 +146,7 @@ def test_hacking_study_plans_a_warmup_and_reft_per_form(tmp_path):
         assert stage.needs == (f"warmup_{form}",) and stage.starts_from == f"warmup_{form}"
         assert settings["model"] == str(seed_dir / f"warmup_{form}" / "final")
         assert settings["dev_data"] == str((mc_dir if form == "mc" else data_dir) / "dev.json")
-        assert settings["max_steps"] == str(config.reft["max_steps"]), "the same PPO budget"
+        assert settings["max_steps"] == str(config.hacking_max_steps), "the same PPO budget"
         evaluation = by_name[f"eval_{variant}"]
         assert evaluation.needs == (variant,) and _settings(evaluation)["k"] == str(config.k)
     assert _settings(by_name["reft_mc_no_partial"])["partial_reward"] == "0.0"

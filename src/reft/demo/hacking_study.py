@@ -11,8 +11,8 @@ number itself. This study repeats that with the same questions in both forms:
   gold answer (reft.data.synthetic).
 
 Each form gets its own SFT warm-up (the recipe's `warmup` section), then ReFT with the recipe's
-`reft` section and step budget: `reft_mc`, `reft_mc_no_partial` (`partial_reward=0`) and
-`reft_numeric`. Every model is evaluated on its own form's test split (greedy top-1 and, for the
+`reft` section for `DemoConfig.hacking_max_steps` steps each: `reft_mc`, `reft_mc_no_partial`
+(`partial_reward=0`) and `reft_numeric`. Every model is evaluated on its own form's test split (greedy top-1 and, for the
 ReFT variants, voting@K). The table adds reft.answers.hacking's rates: the reasoning's own number
 against the gold value (on numeric the same `reasoning_value` against the gold number), the hacked
 reward rate of greedy test answers, and of the training rollouts in the first and last logged steps.
@@ -81,7 +81,8 @@ def plan_hacking(
                                        config.warmup, (), None))  # fmt: skip
         from_warmup = {"model": str(seed_dir / warmup / "final")}
         for name in variants:
-            section = {**config.reft, **VARIANT_CHANGES.get(name, {})}
+            budget = {"max_steps": config.hacking_max_steps}
+            section = {**config.reft, **budget, **VARIANT_CHANGES.get(name, {})}
             training.append(training_stage(config, seed_dir, data, name, ["train"], from_warmup,
                                            section, (warmup,), warmup))  # fmt: skip
         for name in (warmup, *variants):
@@ -257,7 +258,8 @@ def write_hacking_report(
         f"The same questions in two forms: numeric (the recipe's task) and multiple choice (the same "
         f"problems with {results['config']['hacking_choices']} options, the option letter as the "
         "answer). Each form has its own warm-up (the recipe's) and ReFT runs with the recipe's "
-        f"`reft` settings and step budget; partial reward {partial_reward(results):g} unless the "
+        f"`reft` settings for {results['config']['hacking_max_steps']} steps each; partial reward "
+        f"{partial_reward(results):g} unless the "
         f"variant says otherwise. Each model is evaluated on its own form's test split "
         f"({test_size} questions) at its best dev checkpoint (a warm-up at its last).", "",
         hacking_table(results), "",

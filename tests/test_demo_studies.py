@@ -189,7 +189,7 @@ def _hacking_results(**changes: dict[str, float]) -> dict:
         "warmup_mc": {"top1": 0.30, "reasoning_accuracy": 0.25, "hacked_reward_rate": 0.10,
                       "no_number_rate": 0.0},
         "reft_mc": {"top1": 0.50, "voting": 0.52, "reasoning_accuracy": 0.28,
-                    "hacked_reward_rate": 0.30, "no_number_rate": 0.01,
+                    "hacked_reward_rate": 0.40, "no_number_rate": 0.01,
                     "train_hacked_first": 0.12, "train_hacked_last": 0.35},
         "reft_mc_no_partial": {"top1": 0.49, "voting": 0.50, "reasoning_accuracy": 0.29,
                                "hacked_reward_rate": 0.25, "no_number_rate": 0.0,
@@ -209,7 +209,7 @@ def test_hacking_table_rows():
     table = hacking_table(_hacking_results()).splitlines()
     assert table[0].startswith("| Variant | Test top-1 | Test voting@8 | Reasoning's number right")
     assert table[2] == "| warm-up, multiple choice | 30.0 | – | 25.0 | 10.0 | 0.0 | – |"
-    assert table[3] == ("| ReFT, multiple choice (partial reward 0.1) | 50.0 | 52.0 | 28.0 | 30.0 "
+    assert table[3] == ("| ReFT, multiple choice (partial reward 0.1) | 50.0 | 52.0 | 28.0 | 40.0 "
                         "| 1.0 | 12.0 → 35.0 |")  # fmt: skip
     assert table[6] == "| ReFT, numeric | 40.0 | 41.0 | 39.0 | – | – | – |"
 
@@ -221,9 +221,14 @@ def test_hacking_verdicts_follow_the_numbers():
     )
     assert ": holds.**" in hold[1] and "39.0%" in hold[1] and "+15.0 points" in hold[1]
     assert "raises the hacked reward rate and does not change the reasoning's accuracy" in hold[2]
-    flat = hacking_verdicts(_hacking_results(reft_mc={"train_hacked_last": 0.13}))
+    flat = hacking_verdicts(
+        _hacking_results(reft_mc={"train_hacked_last": 0.13, "hacked_reward_rate": 0.10})
+    )
     assert "partly holds: paid, but RL did not raise the rate" in flat[0]
     assert "lowers the hacked reward rate" in flat[2]
+    # Greedy test rates 40% of 500 rewarded answers vs 37% of 490: within twice the binomial error.
+    close = hacking_verdicts(_hacking_results(reft_mc_no_partial={"hacked_reward_rate": 0.37}))
+    assert "does not change the hacked reward rate" in close[2]
     honest = hacking_verdicts(_hacking_results(
         reft_mc={"train_hacked_first": 0.0, "train_hacked_last": 0.01, "reasoning_accuracy": 0.5},
     ))  # fmt: skip
@@ -232,6 +237,19 @@ def test_hacking_verdicts_follow_the_numbers():
     results = _hacking_results()
     results["config"]["reft"]["partial_reward"] = 0.0
     assert "not tested" in hacking_verdicts(results)[2]
+
+
+def test_a_rise_within_the_training_windows_noise_is_not_a_rise():
+    """4 points up from the first to the last 10 steps: a rise when the steps agree, level when
+    each window's mean has a 2-point standard error (twice their combined error is 5.7 points)."""
+    rise = {"train_hacked_first": 0.70, "train_hacked_last": 0.74}
+    steady = hacking_verdicts(_hacking_results(reft_mc=rise))[0]
+    assert ": holds.**" in steady
+    noisy = {**rise, "train_hacked_first_se": 0.02, "train_hacked_last_se": 0.02}
+    assert (
+        "partly holds: paid, but RL did not raise"
+        in hacking_verdicts(_hacking_results(reft_mc=noisy))[0]
+    )
 
 
 def test_hacking_row_reads_the_eval_and_the_training_log(tmp_path):
@@ -258,6 +276,7 @@ def test_hacking_row_reads_the_eval_and_the_training_log(tmp_path):
     # 5 logged steps: windows of 2, so the first and last never overlap
     assert row["train_hacked_first"] == pytest.approx(0.15)
     assert row["train_hacked_last"] == pytest.approx(0.45)
+    assert row["train_hacked_first_se"] == pytest.approx(0.05), "stdev(0.1, 0.2) / sqrt(2)"
     assert train_hacked_rates(tmp_path / "absent.jsonl") == {}
 
 
@@ -275,7 +294,8 @@ def test_quick_hacking_study_end_to_end(tmp_path):
     for variant in ("reft_mc", "reft_mc_no_partial"):
         row = results["methods"][variant]
         assert set(row) == {"top1", "voting", "reasoning_accuracy", "hacked_reward_rate",
-                            "no_number_rate", "train_hacked_first", "train_hacked_last"}  # fmt: skip
+                            "no_number_rate", "train_hacked_first", "train_hacked_last",
+                            "train_hacked_first_se", "train_hacked_last_se"}  # fmt: skip
         assert "hacked_reward_rate" in results["curves"]["0"][variant]
     assert set(results["methods"]["reft_numeric"]) == {"top1", "voting", "reasoning_accuracy"}
     warmup_mc = results["methods"]["warmup_mc"]

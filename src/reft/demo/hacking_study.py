@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,9 @@ HACKED_WINDOW = 10
 """Logged training steps averaged for the hacked rate at the start and at the end of RL (at most
 half of the logged steps each, so the two windows never overlap)."""
 CLEAR_DIFFERENCE = 0.02
-"""Rates and differences below 2 points (or the seeds' standard deviation, when larger) count as
-absent or level in the verdicts: about 1.5 standard errors of a rate over 1,000 responses near 20%."""
+"""Rates and differences below 2 points count as absent or level in the verdicts, and below twice
+their standard error (a share's binomial one on the test split; a training window's from its steps'
+spread) or the seeds' standard deviation when those are larger."""
 
 
 def choice_data_dir(data_dir: Path) -> Path:
@@ -127,8 +130,17 @@ def train_hacked_rates(metrics_file: Path) -> dict[str, float]:
     if not rates:
         return {}
     window = max(1, min(HACKED_WINDOW, len(rates) // 2))
-    return {"train_hacked_first": sum(rates[:window]) / window,
-            "train_hacked_last": sum(rates[-window:]) / window}  # fmt: skip
+    first, last = rates[:window], rates[-window:]
+    return {"train_hacked_first": statistics.fmean(first),
+            "train_hacked_last": statistics.fmean(last),
+            "train_hacked_first_se": _standard_error(first),
+            "train_hacked_last_se": _standard_error(last)}  # fmt: skip
+
+
+def _standard_error(values: list[float]) -> float:
+    """The standard error of the mean of `values`, from their own spread (0 for fewer than two):
+    the step-to-step noise of a sampled rate, which its verdicts must exceed."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
 def partial_reward(results: dict[str, Any]) -> float:
@@ -178,8 +190,10 @@ def _verdict_reward_pays(results: dict[str, Any]) -> str:
     if "train_hacked_last" not in mc:
         return f"- **{claim}: not measured** (no training step logged hacked_reward_rate)."
     first, last = mc["train_hacked_first"], mc["train_hacked_last"]
-    margin = _margin(results, ("train_hacked_first", "train_hacked_last"), "reft_mc")
-    paid, rising = last > margin, last - first > margin
+    first_se, last_se = mc.get("train_hacked_first_se", 0.0), mc.get("train_hacked_last_se", 0.0)
+    columns = ("train_hacked_first", "train_hacked_last")
+    paid = last > _margin(results, columns, ("reft_mc",), last_se)
+    rising = last - first > _margin(results, columns, ("reft_mc",), math.hypot(first_se, last_se))
     verdict = ("holds" if rising else "partly holds: paid, but RL did not raise the rate"
                ) if paid else "does not hold at this scale"  # fmt: skip
     return (f"- **{claim}: {verdict}.** In the last logged training steps {_pct(last)} of the "
@@ -193,7 +207,9 @@ def _verdict_numeric(results: dict[str, Any]) -> str:
     claim = "(2) The numeric form avoids it: its reasoning computes the answer more often"
     methods = results["methods"]
     numeric, mc = (methods[v]["reasoning_accuracy"] for v in ("reft_numeric", "reft_mc"))
-    margin = _margin(results, ("reasoning_accuracy",), "reft_numeric", "reft_mc")
+    questions = results["config"]["task"]["test_size"]
+    noise = math.hypot(_binomial_se(numeric, questions), _binomial_se(mc, questions))
+    margin = _margin(results, ("reasoning_accuracy",), ("reft_numeric", "reft_mc"), noise)
     relation = _relation(numeric - mc, margin, ("higher", "lower", "level"))
     verdict = "holds" if relation == "higher" else f"does not hold at this scale ({relation})"
     gains = [methods[f"reft_{form}"]["reasoning_accuracy"]
@@ -213,26 +229,39 @@ def _verdict_partial(results: dict[str, Any]) -> str:
     )
     if reward == 0:
         return f"- **{claim}: not tested:** the recipe's partial reward is already 0."
-    methods = results["methods"]
+    methods, questions = results["methods"], results["config"]["task"]["test_size"]
     with_, without = methods["reft_mc"], methods["reft_mc_no_partial"]
-    rate = "train_hacked_last" if "train_hacked_last" in with_ else "hacked_reward_rate"
+    # Greedy test answers: a hacked rate over each run's rewarded answers (top-1 x questions),
+    # the reasoning's accuracy over all questions.
+    counts = {"hacked_reward_rate": lambda row: row["top1"] * questions,
+              "reasoning_accuracy": lambda row: questions}  # fmt: skip
     effects = []
-    for column in (rate, "reasoning_accuracy"):
-        margin = _margin(results, (column,), "reft_mc", "reft_mc_no_partial")
+    for column, count in counts.items():
+        noise = math.hypot(*(_binomial_se(row[column], count(row)) for row in (with_, without)))
+        margin = _margin(results, (column,), ("reft_mc", "reft_mc_no_partial"), noise)
         effects.append(_relation(with_[column] - without[column], margin,
                                  ("raises", "lowers", "does not change")))  # fmt: skip
-    where = "last training steps" if rate == "train_hacked_last" else "greedy test answers"
     return (f"- **{claim}: {effects[0]} the hacked reward rate and {effects[1]} the reasoning's "
-            f"accuracy at this scale.** Hacked rate ({where}) {_pct(with_[rate])} with it, "
-            f"{_pct(without[rate])} without; reasoning's number right {_pct(with_['reasoning_accuracy'])} "
-            f"vs {_pct(without['reasoning_accuracy'])}; letters right {_pct(with_['top1'])} vs "
-            f"{_pct(without['top1'])}.")  # fmt: skip
+            f"accuracy at this scale.** Hacked rate of greedy test answers "
+            f"{_pct(with_['hacked_reward_rate'])} with it, {_pct(without['hacked_reward_rate'])} "
+            f"without (training rollouts' last steps {_pct(with_.get('train_hacked_last'))} vs "
+            f"{_pct(without.get('train_hacked_last'))}); reasoning's number right "
+            f"{_pct(with_['reasoning_accuracy'])} vs {_pct(without['reasoning_accuracy'])}; letters "
+            f"right {_pct(with_['top1'])} vs {_pct(without['top1'])}.")  # fmt: skip
 
 
-def _margin(results: dict[str, Any], columns: tuple[str, ...], *variants: str) -> float:
-    """CLEAR_DIFFERENCE, or the largest seed std of `columns` among `variants` when larger."""
+def _margin(
+    results: dict[str, Any], columns: tuple[str, ...], variants: tuple[str, ...], noise: float
+) -> float:
+    """What a rate or difference must exceed to count: the largest of CLEAR_DIFFERENCE, the seed
+    std of `columns` among `variants`, and twice `noise` (its standard error within one seed)."""
     stds = [results["std"][v].get(c, 0.0) for v in variants for c in columns]
-    return max([CLEAR_DIFFERENCE, *stds])
+    return max([CLEAR_DIFFERENCE, 2 * noise, *stds])
+
+
+def _binomial_se(rate: float, count: float) -> float:
+    """The standard error of a share `rate` of `count` draws (0 for no draws)."""
+    return math.sqrt(rate * (1 - rate) / count) if count > 0 else 0.0
 
 
 def _relation(difference: float, margin: float, words: tuple[str, str, str]) -> str:

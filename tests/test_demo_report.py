@@ -361,6 +361,10 @@ def test_demo_table_command_prints_the_table_and_names_a_file_that_is_not_demo_r
     bad.write_text(json.dumps({"metrics": {"top1": 0.5}}))
     assert main(["demo-table", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
+    for name, content in (("cut.json", b'{"methods": {'), ("latin1.json", b'{"k": "\xe9"}')):
+        (tmp_path / name).write_bytes(content)
+        assert main(["demo-table", str(tmp_path / name)]) == 2
+        assert f"{tmp_path / name}: not" in capsys.readouterr().err  # JSON / UTF-8, file named
 
 
 def test_cot_python_layers_the_pcot_recipe_under_quick():

@@ -6,12 +6,11 @@ reft demo-table docs/demo_results.json docs/demo_results_python.json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from reft.data.errors import DataError
+from reft.data.errors import DataError, read_json_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,11 +41,7 @@ def read_demo_results(location: str) -> dict[str, Any]:
     DataError naming it."""
     path = Path(location)
     path = path / "results.json" if path.is_dir() else path
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        where = f"line {error.lineno}, column {error.colno}: {error.msg}"
-        raise DataError(f"not valid JSON ({where})", path) from None
+    results = read_json_file(path)
     missing = [key for key in ("methods", "std", "seeds", "k", "config") if key not in results]
     if missing:
         raise DataError(f"no {', '.join(missing)}: not the results.json of `reft demo`", path)

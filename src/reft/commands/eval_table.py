@@ -6,7 +6,6 @@ reft eval-table SFT=runs/eval/sft ReFT=runs/eval/reft Offline-ST=runs/eval/offli
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,13 +46,7 @@ def read_results(directory: str) -> dict[str, Any]:
 
     path = Path(directory)
     path = path / RESULTS_FILE if path.is_dir() else path
-    try:
-        results = load_results(path)
-    except json.JSONDecodeError as error:
-        where = f"line {error.lineno}, column {error.colno}: {error.msg}"
-        raise DataError(f"not valid JSON ({where})", path) from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"not UTF-8 text: {error}", path) from None
+    results = load_results(path)  # DataError for text that is not JSON
     if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
         raise DataError("no 'metrics' object: not the results.json of `reft eval`", path)
     return results

@@ -3,9 +3,10 @@ column per metric (top1, voting@K, rerank@K, pass@K, ...), read from each run's 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from reft.data.errors import read_json_file
 
 RESULTS_FILE = "results.json"
 LEADING_COLUMNS = ("top1",)
@@ -17,13 +18,14 @@ SKIPPED_PREFIX = "top1_error_"
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    """The results.json of an eval directory (or the file itself)."""
+    """The results.json of an eval directory (or the file itself); a DataError naming it when its
+    text is not JSON."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `reft eval ... --out-dir DIR` first")
-    return json.loads(path.read_text())
+    return read_json_file(path)
 
 
 def results_table(runs: dict[str, dict[str, Any]]) -> str:

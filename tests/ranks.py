@@ -1,12 +1,15 @@
 """Helpers of the tests that run reft on several gloo ranks and compare the runs (test_distributed,
-test_fsdp, test_deepspeed): a 2-rank DDP launch, the final weights, their largest gap, the logged
-curve less its timings, and a load of a checkpoint by transformers alone."""
+test_fsdp, test_deepspeed): the reference SFT they shard, a 2-rank DDP launch, the final weights,
+their largest gap, the logged curve less its timings, and a load of a checkpoint by transformers
+alone."""
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,6 +22,22 @@ RANK_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 """Every rank gets one thread (two 2-thread ranks on 2 cores crawl) and never downloads."""
 SHARDING_ENV = ("ACCELERATE_USE_FSDP", "FSDP_VERSION", "ACCELERATE_USE_DEEPSPEED")
 """accelerate's variables that would turn a DDP launch into FSDP2 or DeepSpeed."""
+
+SFT_ARGS = ["model=preset:micro-llama", "batch_size=16", "micro_batch_size=4", "lr=5e-3",
+            "epochs=3", "save_every=4", "preset_vocab_size=300", "log_every=1",
+            "eval_max_new_tokens=16", "seed=0"]  # fmt: skip
+"""64 examples: 4 steps per epoch (2 micro-batches per rank and step on 2 ranks), 12 in all, a
+checkpoint every 4 and a dev evaluation every epoch (`sft_args` adds the data)."""
+
+
+def sft_args(root: Path, digit_game: Callable[[Path, list[str]], Path]) -> list[str]:
+    """`reft sft` arguments of the reference SFT the sharding tests compare: 64 training and 8 dev
+    digit-game examples written in `root` (the `digit_game` fixture), then SFT_ARGS."""
+    rng = random.Random(0)
+    data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(64)])
+    dev = digit_game(root / "dev.json", [str(rng.randint(0, 9)) for _ in range(8)])
+    return ["sft", f"train_data={data}", f"dev_data={dev}", *SFT_ARGS]
+
 
 PLAIN_COMPARE = """
 import json, sys

@@ -33,7 +33,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ranks import PLAIN_COMPARE, RANK_ENV, final_weights, max_gap, torchrun_ddp, train_curve
+from ranks import (
+    PLAIN_COMPARE,
+    RANK_ENV,
+    final_weights,
+    max_gap,
+    sft_args,
+    torchrun_ddp,
+    train_curve,
+)
 from reft.checkpoint import Checkpointer
 from reft.cli import main
 from reft.config import ConfigError
@@ -46,11 +54,6 @@ WEIGHT_ATOL = 1e-5
 ROOT = Path(__file__).resolve().parents[1]
 ZERO2 = ROOT / "configs" / "accelerate" / "deepspeed_zero2.yaml"
 ZERO3 = ROOT / "configs" / "accelerate" / "deepspeed_zero3.yaml"
-SFT_ARGS = ["model=preset:micro-llama", "batch_size=16", "micro_batch_size=4", "lr=5e-3",
-            "epochs=3", "save_every=4", "preset_vocab_size=300", "log_every=1",
-            "eval_max_new_tokens=16", "seed=0"]  # fmt: skip
-"""64 examples: 4 steps per epoch (2 micro-batches per rank and step), 12 in all, a checkpoint
-every 4 and a dev evaluation every epoch (the fixture adds dev_data)."""
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (reft[deepspeed])"
 )
@@ -106,10 +109,7 @@ def test_zero3_is_refused_for_trainers_with_more_models_than_the_policy(tmp_path
 def runs(tmp_path_factory, digit_game) -> dict:
     """One process and one unbroken 2-rank ZeRO-2 run of the same SFT."""
     root = tmp_path_factory.mktemp("zero2")
-    rng = random.Random(0)
-    data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(64)])
-    dev = digit_game(root / "dev.json", [str(rng.randint(0, 9)) for _ in range(8)])
-    args = ["sft", f"train_data={data}", f"dev_data={dev}", *SFT_ARGS]
+    args = sft_args(root, digit_game)
     assert main([*args, f"out_dir={root / 'one'}"]) == 0
     _zero2(*args, f"out_dir={root / 'zero2'}")
     return {"one": root / "one", "zero2": root / "zero2", "args": args}

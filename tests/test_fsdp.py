@@ -34,7 +34,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ranks import PLAIN_COMPARE, RANK_ENV, final_weights, max_gap, torchrun_ddp, train_curve
+from ranks import (
+    PLAIN_COMPARE,
+    RANK_ENV,
+    final_weights,
+    max_gap,
+    sft_args,
+    torchrun_ddp,
+    train_curve,
+)
 from reft.checkpoint import Checkpointer
 from reft.cli import main
 from reft.config import ConfigError
@@ -43,11 +51,6 @@ from reft.train.sharding import fsdp2_requested, layer_classes
 
 LOSS_ATOL = 1e-4
 WEIGHT_ATOL = 1e-5
-SFT_ARGS = ["model=preset:micro-llama", "batch_size=16", "micro_batch_size=4", "lr=5e-3",
-            "epochs=3", "save_every=4", "preset_vocab_size=300", "log_every=1",
-            "eval_max_new_tokens=16", "seed=0"]  # fmt: skip
-"""64 examples: 4 steps per epoch, 12 in all, a checkpoint every 4 and a dev evaluation every
-epoch (the fixture adds dev_data)."""
 FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
 
 RECORDING_LAUNCHER = """
@@ -188,10 +191,7 @@ def _torchrun_fsdp(report: Path, *args: str) -> None:
 def runs(tmp_path_factory, digit_game) -> dict[str, Path]:
     """One unsharded process and one unbroken 2-rank FSDP2 run of the same SFT."""
     root = tmp_path_factory.mktemp("fsdp")
-    rng = random.Random(0)
-    data = digit_game(root / "sft.json", [str(rng.randint(0, 9)) for _ in range(64)])
-    dev = digit_game(root / "dev.json", [str(rng.randint(0, 9)) for _ in range(8)])
-    args = ["sft", f"train_data={data}", f"dev_data={dev}", *SFT_ARGS]
+    args = sft_args(root, digit_game)
     assert main([*args, f"out_dir={root / 'one'}"]) == 0
     _torchrun_fsdp(root / "report", *args, f"out_dir={root / 'fsdp'}")
     return {"one": root / "one", "fsdp": root / "fsdp", "report": root / "report", "args": args}

@@ -92,6 +92,12 @@ class SynthConfig:
     """Probability that a problem with two or more calculations gets a compact gold N-CoT: the whole
     computation on one line ("It is (12 / 3) + 8 = 12 km away.") instead of one line per result.
     Annotators differ like this in real data; the compact form is much harder for a small model."""
+    literal_prob: float = 0.0
+    """Probability that a problem's gold program is written by an annotator who works each result out
+    by hand and assigns the number (`money_1 = 4`) instead of the expression that computes it
+    (`money_1 = money_0 // envelopes_1`): the program's arithmetic then happens in the model, as in an
+    N-CoT, and only the answer tells the two styles apart. Drawn from the item's own random stream,
+    so the questions, the N-CoT gold and the other items do not change with it."""
     choices: int = 0
     """Multiple-choice form: 0 keeps the numeric task; 2-5 appends that many options to every
     question ("a ) 14 , b ) 21 , ...", as MathQA writes them), one of them the answer and the others
@@ -135,7 +141,7 @@ class SynthConfig:
                 f"choices must be 0 (the numeric task) or 2..{len(OPTION_LETTERS)} options "
                 f"(letters {', '.join(OPTION_LETTERS)}), got {self.choices}"
             )
-        for name in ("distractor_prob", "compact_prob"):
+        for name in ("distractor_prob", "compact_prob", "literal_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -316,9 +322,10 @@ def _render(
     cot_lines = [family.start_cot.format(v=steps[0].before, **words)]
     var = f"{family.variable}_0"
     program = [f"{var} = {steps[0].before}"]
+    literal = _by_hand(config, item_id)
     for index, step in enumerate(steps, start=1):
         context = {**words, "prev": words[f"person{index - 1}"], "next": words[f"person{index}"]}
-        sentence, lines, code, var = family.tell(step, index, var, context)
+        sentence, lines, code, var = family.tell(step, index, var, context, literal)
         sentences.append(sentence)
         cot_lines.extend(lines)
         program.extend(code)
@@ -343,6 +350,14 @@ def _render(
         answer=steps[-1].after,
         steps=tuple(steps),
     )
+
+
+def _by_hand(config: SynthConfig, item_id: str) -> bool:
+    """Whether this item's gold program assigns hand-worked numbers (`config.literal_prob`)."""
+    if config.literal_prob == 0:
+        return False
+    rng = random.Random(f"reft-synth-literal:{config.seed}:{item_id}")
+    return rng.random() < config.literal_prob
 
 
 def with_choices(problem: SynthProblem, config: SynthConfig) -> SynthProblem:

@@ -55,9 +55,13 @@ class StoryFamily:
         return {"name": names[0], **chosen}
 
     def tell(
-        self, step: Step, index: int, var: str, context: dict[str, str]
+        self, step: Step, index: int, var: str, context: dict[str, str], literal: bool = False
     ) -> tuple[str, list[str], list[str], str]:
-        """(question sentence, N-CoT lines, program lines, new variable) for one step."""
+        """(question sentence, N-CoT lines, program lines, new variable) for one step.
+
+        `literal`: the program assigns each result as the number worked out by hand
+        (`money_1 = 4`) instead of the expression that computes it (`money_1 = money_0 // factor_1`).
+        """
         template = self.ops[step.op]
         values = {"v": step.before, "r": step.after, **context}
         names = [f"{name}_{index}" for name in template.operand_names]
@@ -65,17 +69,20 @@ class StoryFamily:
         if len(step.operands) == 1:
             values["x"] = step.operands[0]
             symbol = {"add": "+", "sub": "-", "mul": "*", "div": "//"}[step.op]
-            code = [f"{names[0]} = {step.operands[0]}", f"{new_var} = {var} {symbol} {names[0]}"]
+            result = step.after if literal else f"{var} {symbol} {names[0]}"
+            code = [f"{names[0]} = {step.operands[0]}", f"{new_var} = {result}"]
         else:
             values["a"], values["b"] = step.operands
             values["p"] = step.operands[0] * step.operands[1]
             symbol = "+" if step.op == "add_product" else "-"
             total = f"total_{index}"
+            product = values["p"] if literal else f"{names[0]} * {names[1]}"
+            result = step.after if literal else f"{var} {symbol} {total}"
             code = [
                 f"{names[0]} = {step.operands[0]}",
                 f"{names[1]} = {step.operands[1]}",
-                f"{total} = {names[0]} * {names[1]}",
-                f"{new_var} = {var} {symbol} {total}",
+                f"{total} = {product}",
+                f"{new_var} = {result}",
             ]
         lines = [line.format(**values) for line in template.cot]
         return template.sentence.format(**values), lines, code, new_var

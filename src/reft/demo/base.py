@@ -71,7 +71,7 @@ def _dotlist(value: object) -> str:
     return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
-KNOBS_ADDED_LATER = {"choices": 0}
+KNOBS_ADDED_LATER = {"choices": 0, "literal_prob": 0.0}
 """Corpus knobs added after bases were cached, each with the value that writes the corpus as before:
 left out of the key at that value, so a new knob does not rebuild every cached base."""
 _ABSENT = object()

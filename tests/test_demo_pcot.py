@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from reft.data.synthetic import computes_in_python
 from reft.demo.stages import METHODS
 
 
@@ -23,11 +24,14 @@ def test_quick_pcot_demo_end_to_end(tmp_path):
     results = json.loads((out / "results.json").read_text())
     config = results["config"]
     assert config["cot"] == "python" and config["task"]["distractor_prob"] > 0, "python.yaml"
+    assert config["task"]["literal_prob"] == 0.5, "python.yaml's hand-worked programs"
     assert config["task"]["train_size"] == 300, "quick.yaml on top"
     assert set(results["methods"]) == {"warmup", *METHODS}
     # The gold programs are what every stage trains on, and the base learnt programs too.
     train = json.loads((out / "data" / "train.json").read_text())
     assert all(row["answer_cot"].startswith("def solution():") for row in train)
+    computing = sum(computes_in_python(row["answer_cot"]) for row in train)
+    assert 0.3 < computing / len(train) < 0.7, "half of the gold programs are worked by hand"
     # ReFT's reward came from running its programs: the executor's speed and error kinds per step.
     steps = [json.loads(line) for line in (out / "seed_0" / "reft" / "metrics.jsonl").open()]
     steps = [row for row in steps if row.get("split") == "train"]

@@ -19,6 +19,7 @@ from reft.data.prompts import render_target
 from reft.data.synthetic import (
     OPERATIONS,
     SynthConfig,
+    computes_in_python,
     generate_examples,
     generate_problems,
     wrong_values,
@@ -192,25 +193,19 @@ def test_compact_annotations_hold_the_whole_computation_on_one_true_line():
     assert several > 100
 
 
-def _computes(program: str) -> bool:
-    """Whether a gold program has Python do some arithmetic (an operator on an assignment's right)."""
-    body = program.split('"""')[-1]
-    return any(op in line.split(" = ")[-1] for line in body.splitlines() for op in "+-*/")
-
-
 def test_literal_programs_assign_hand_worked_numbers_and_change_nothing_else():
     """literal_prob=1: no gold program computes anything, each still returns the answer, and the
     questions and N-CoT gold are those drawn without the knob; literal_prob=0 draws exactly the
     items it drew before the knob existed."""
     knobs = {"seed": 5, "min_steps": 1, "max_steps": 3, "distractor_prob": 0.3}
     plain = generate_problems(SynthConfig(**knobs), "train", 200)
-    assert all(_computes(problem.program) for problem in plain)
+    assert all(computes_in_python(problem.program) for problem in plain)
     assert generate_problems(SynthConfig(**knobs, literal_prob=0.0), "train", 200) == plain
     literal = generate_problems(SynthConfig(**knobs, literal_prob=1.0), "train", 200)
     assert [p.question for p in literal] == [p.question for p in plain]
     assert [p.nl_cot for p in literal] == [p.nl_cot for p in plain]
     for problem in literal:
-        assert not _computes(problem.program), problem.program
+        assert not computes_in_python(problem.program), problem.program
         namespace: dict = {}
         exec(problem.program, namespace)  # our own gold program, not model output
         assert namespace["solution"]() == problem.answer
@@ -218,7 +213,7 @@ def test_literal_programs_assign_hand_worked_numbers_and_change_nothing_else():
 
 def test_literal_prob_writes_about_that_share_of_programs_by_hand():
     problems = generate_problems(SynthConfig(seed=2, literal_prob=0.5), "train", 400)
-    by_hand = sum(not _computes(problem.program) for problem in problems)
+    by_hand = sum(not computes_in_python(problem.program) for problem in problems)
     assert 160 <= by_hand <= 240  # 200 +- 4 binomial standard deviations
 
 

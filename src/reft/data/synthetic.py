@@ -352,6 +352,14 @@ def _render(
     )
 
 
+def computes_in_python(program: str) -> bool:
+    """Whether a program has Python do some arithmetic: an operator on the right of an assignment
+    in its body. False for a gold program written by hand (`literal_prob`), whose assignments are
+    all numbers and names."""
+    body = program.split('"""')[-1]
+    return any(op in line.split(" = ")[-1] for line in body.splitlines() for op in "+-*/")
+
+
 def _by_hand(config: SynthConfig, item_id: str) -> bool:
     """Whether this item's gold program assigns hand-worked numbers (`config.literal_prob`)."""
     if config.literal_prob == 0:

@@ -40,6 +40,16 @@ def shared_file():
 
 
 @pytest.fixture(scope="session")
+def shared_demo_bases(tmp_path_factory) -> Path:
+    """One demo base cache for the whole run, every xdist worker included: the quick demos that
+    need the same base build it once (the others wait on its lock, then reuse it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' folders share this parent
+    return root / "demo_bases"
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A byte-level BPE tokenizer trained on synthetic problems (pad != eos)."""
     from reft.data.prompts import render_prompt

@@ -97,11 +97,11 @@ def test_sft_dev_points_between_logged_steps_get_interpolated_epochs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["ablations", "warmup"])
-def test_quick_study_end_to_end(tmp_path, study):
+def test_quick_study_end_to_end(tmp_path, study, shared_demo_bases):
     out = tmp_path / "study"
     run = subprocess.run(
         [sys.executable, "-m", "reft", "demo", "--quick", "--study", study, "--out", str(out),
-         f"base_cache={tmp_path / 'bases'}"],
+         f"base_cache={shared_demo_bases}"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -281,11 +281,11 @@ def test_hacking_row_reads_the_eval_and_the_training_log(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_hacking_study_end_to_end(tmp_path):
+def test_quick_hacking_study_end_to_end(tmp_path, shared_demo_bases):
     out = tmp_path / "study"
     run = subprocess.run(
         [sys.executable, "-m", "reft", "demo", "--quick", "--study", "hacking", "--out", str(out),
-         f"base_cache={tmp_path / 'bases'}"],
+         f"base_cache={shared_demo_bases}"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

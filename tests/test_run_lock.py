@@ -74,6 +74,21 @@ def test_a_second_run_on_a_busy_folder_exits_2_and_changes_nothing(tmp_path, cap
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == first_seed
 
 
+def test_a_waiting_lock_blocks_until_the_holder_ends_then_takes_the_folder(tmp_path, capsys):
+    """`wait=True` (the demo's base cache): say who holds it, then take it once the holder exits."""
+    ended = tmp_path / "holder_ended"  # written by the holder just before it exits
+    script = HOLD.replace("time.sleep(120)", f"time.sleep(1.5); open({str(ended)!r}, 'w').close()")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "bases")], env=ENV,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with RunLock(tmp_path / "bases", "the base cache", wait=True):
+        assert ended.exists(), "the lock was taken while the holder held it"
+    holder.wait()
+    err = capsys.readouterr().err
+    assert f"the base cache {tmp_path / 'bases'} is in use by another run (PID {holder.pid}" in err
+    assert "waiting for it to end" in err
+
+
 def test_a_second_demo_on_a_busy_out_stops_with_exit_2(tmp_path, capsys):
     holder = _holder(tmp_path / "demo")
     try:

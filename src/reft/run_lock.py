@@ -35,8 +35,9 @@ class OutputDirBusy(OutputPathError):
 class RunLock:
     """The lock on one output directory, held until `release` or the end of the process."""
 
-    def __init__(self, out_dir: str | Path, what: str = "out_dir") -> None:
-        """Take the lock on `out_dir` (created if missing), or raise OutputDirBusy naming the holder."""
+    def __init__(self, out_dir: str | Path, what: str = "out_dir", wait: bool = False) -> None:
+        """Take the lock on `out_dir` (created if missing). When another process holds it: raise
+        OutputDirBusy naming the holder, or with `wait` say so on stderr and block until it ends."""
         self.path = Path(out_dir) / LOCK_FILE
         self._handle: IO[str] | None = None
         if fcntl is None:
@@ -47,11 +48,15 @@ class RunLock:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = _describe(_read_holder(handle))
-            handle.close()
-            raise OutputDirBusy(
-                f"{what} {self.path.parent} is in use by another run ({holder}); wait for it to "
-                "end, stop it, or choose another directory"
-            ) from None
+            if not wait:
+                handle.close()
+                raise OutputDirBusy(
+                    f"{what} {self.path.parent} is in use by another run ({holder}); wait for it "
+                    "to end, stop it, or choose another directory"
+                ) from None
+            print(f"{what} {self.path.parent} is in use by another run ({holder}); waiting for "
+                  "it to end", file=sys.stderr, flush=True)  # fmt: skip
+            fcntl.lockf(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(_this_process()))

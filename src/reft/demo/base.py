@@ -103,12 +103,19 @@ def base_key(config: DemoConfig) -> str:
     return digest.hexdigest()[:16]
 
 
+def base_cache_dir(config: DemoConfig) -> Path | None:
+    """Where the base of `config` is cached (None: the model is already pretrained)."""
+    if not config.model.startswith(PRESET_PREFIX):
+        return None
+    cache = Path(config.base_cache) if config.base_cache else default_base_cache()
+    return cache / base_key(config)
+
+
 def plan_base(config: DemoConfig) -> BasePlan:
     """The base stage of `config` (its corpus written on disk), or the pretrained model as start."""
-    if not config.model.startswith(PRESET_PREFIX):
+    base_dir = base_cache_dir(config)
+    if base_dir is None:
         return BasePlan(start=config.model)
-    cache = Path(config.base_cache) if config.base_cache else default_base_cache()
-    base_dir = cache / base_key(config)
     data_dir, corpus = base_dir / "data", base_corpus(config)
     write_synth_files(data_dir, corpus, config.cot, synth_knobs(config.base_task))
     out_dir = base_dir / "model"

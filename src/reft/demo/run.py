@@ -8,12 +8,12 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from reft.config import config_to_dict, save_config
-from reft.demo.base import BasePlan, plan_base
+from reft.demo.base import BasePlan, base_cache_dir, plan_base
 from reft.demo.config import DemoConfig
 from reft.demo.data import synth_knobs, write_synth_files
 from reft.demo.hacking_study import (
@@ -139,18 +139,24 @@ def finish_study(config: DemoConfig, planned: dict, out_dir: Path, command: str)
 
 
 def build_base(config: DemoConfig, out_dir: Path) -> BasePlan:
-    """The shared pretrained start: built with every core unless its cache already holds it."""
-    base = plan_base(config)
-    if base.stage is not None:
+    """The shared pretrained start: built with every core unless its cache already holds it.
+
+    Demos started together share one build: the others wait on the cache folder's lock, then find
+    the base cached (without it, the second one's base stage stopped on the first one's lock)."""
+    cache_dir = base_cache_dir(config)
+    with RunLock(cache_dir, "the base cache", wait=True) if cache_dir else nullcontext():
+        base = plan_base(config)
+        if base.stage is None:
+            return base
         cached = done_marker(base.stage).exists()
         print(f"base: {'cached' if cached else 'building'} in {base.stage.out_dir.parent}")
         # The base runs alone, so it takes the threads of every worker (a part of its cache key).
         runner = StageRunner([base.stage], base.stage.out_dir.parent / "logs", 1, "[base] ",
                              threads=config.workers)  # fmt: skip
         records = runner.run()
-        write_json_atomic(out_dir / "base.json", {"dir": str(base.stage.out_dir.parent),
-                                                  "start": base.start, "cached": cached,
-                                                  "seconds": records["base"].seconds})  # fmt: skip
+    write_json_atomic(out_dir / "base.json", {"dir": str(base.stage.out_dir.parent),
+                                              "start": base.start, "cached": cached,
+                                              "seconds": records["base"].seconds})  # fmt: skip
     return base
 
 

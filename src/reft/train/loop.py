@@ -163,6 +163,13 @@ class TrainingRun:
     def num_processes(self) -> int:
         return self.accelerator.num_processes
 
+    def sum_over_processes(self, values: list[float]) -> list[float]:
+        """Element-wise sums of `values` across processes (in float64; themselves with one)."""
+        if self.num_processes == 1:
+            return [float(value) for value in values]
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        return self.accelerator.reduce(tensor, "sum").tolist()
+
     @property
     def device(self) -> torch.device:
         return self.accelerator.device

@@ -311,7 +311,7 @@ class PPOStep:
             metrics["explained_variance"] = self._explained_variance(experience)
         if self.tracks_hacking:
             metrics |= self._hacking_metrics(local, experience)
-        tokens = self._sum_over_processes(experience.response_mask.sum())
+        (tokens,) = self.run.sum_over_processes([experience.response_mask.sum().item()])
         metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
         return metrics
 
@@ -360,10 +360,7 @@ class PPOStep:
         since processes hold different numbers of rewarded responses)."""
         per_response = [e for e in local for _ in range(self.config.samples_per_prompt)]
         counts = example_hacking_counts(experience.texts, per_response, experience.correct.tolist())
-        if self.run.num_processes > 1:
-            summed = torch.tensor(counts.as_list(), device=self.run.device, dtype=torch.float64)
-            counts = HackingCounts.from_list(self.run.accelerator.reduce(summed, "sum").tolist())
-        return counts.rates()
+        return HackingCounts.from_list(self.run.sum_over_processes(counts.as_list())).rates()
 
     def _explained_variance(self, experience: Experience) -> float:
         """1 - Var[returns - values] / Var[returns] over the response tokens of ALL processes."""
@@ -375,10 +372,6 @@ class PPOStep:
             experience.values, experience.returns, experience.response_mask,
             lambda sums: run.accelerator.reduce(sums.to(run.device), "sum"),
         )  # fmt: skip
-
-    def _sum_over_processes(self, value: torch.Tensor) -> float:
-        value = value.to(device=self.run.device, dtype=torch.float64)
-        return float(self.run.accelerator.reduce(value, "sum"))
 
     def _mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
         """Per-process means averaged: exact for per-sequence metrics (every process holds the same

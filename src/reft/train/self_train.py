@@ -258,7 +258,7 @@ class OnlineSelfTrainStep:
         rollout_done = time.perf_counter()
         # Every process grades as many responses, so the mean of the shares is the global share.
         shares = error_shares(graded.errors, config.cot)
-        counts = self._sum_over_processes(
+        counts = self.run.sum_over_processes(
             [_targets(own), _targets(gold), len(own), float(graded.scores.sum()), len(graded.errors),
              float(generated.response_mask.sum()), *shares.values()]
         )  # fmt: skip
@@ -296,7 +296,9 @@ class OnlineSelfTrainStep:
             gold_totals = backward_micro_batches(run, gold, self.nll_sum, gold_scale * world)
             norms.append(run.clip_and_step())
             if not first:
-                sums = self._sum_over_processes([own_totals["loss_sum"], gold_totals["loss_sum"]])
+                sums = self.run.sum_over_processes(
+                    [own_totals["loss_sum"], gold_totals["loss_sum"]]
+                )
                 first = {"own_nll_sum": sums[0], "gold_nll_sum": sums[1],
                          "loss": own_scale * sums[0] + gold_scale * sums[1]}  # fmt: skip
         return first | {"grad_norm": sum(norms) / len(norms)}
@@ -310,12 +312,6 @@ class OnlineSelfTrainStep:
         chunks = math.ceil(own_rows / self.run.config.micro_batch_size)
         counts = torch.tensor([chunks], device=self.run.device)
         return int(self.run.accelerator.gather(counts).max())
-
-    def _sum_over_processes(self, values: list[float]) -> list[float]:
-        if self.run.num_processes == 1:
-            return [float(v) for v in values]
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.run.device)
-        return self.run.accelerator.reduce(tensor, "sum").tolist()
 
 
 def _targets(features: list[SFTFeatures]) -> int:

@@ -34,7 +34,7 @@ from reft.demo.config import DemoConfig
 from reft.demo.data import synth_knobs, write_synth_files
 from reft.demo.report import eval_metrics, metric_records
 from reft.demo.stages import Stage, stage_data, test_eval_stage, training_stage
-from reft.demo.studies import percent_cell, report_header, variant_label, variant_row
+from reft.demo.studies import accuracy_row, percent_cell, report_header, variant_label
 
 FORMS = {"mc": ("reft_mc", "reft_mc_no_partial"), "numeric": ("reft_numeric",)}
 """Each task form and the ReFT variants trained on it (from that form's warm-up `warmup_<form>`)."""
@@ -96,10 +96,10 @@ def plan_hacking(
 
 
 def hacking_row(seed_dir: Path, variant: str, k: int) -> dict[str, float]:
-    """`variant_row` plus the reasoning's accuracy, the greedy test answers' hacked and no-number
+    """`accuracy_row` plus the reasoning's accuracy, the greedy test answers' hacked and no-number
     rates (multiple choice), and the training rollouts' hacked rate at the start and end of RL."""
-    row = variant_row(seed_dir, variant, k)
     metrics = eval_metrics(seed_dir / "eval" / variant)
+    row = accuracy_row(metrics, k)
     if "top1_reasoning_accuracy" in metrics:
         row["reasoning_accuracy"] = metrics["top1_reasoning_accuracy"]
         row["hacked_reward_rate"] = metrics["top1_hacked_reward_rate"]

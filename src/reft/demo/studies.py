@@ -86,7 +86,11 @@ def _plan_warmups(config: DemoConfig, seed_dir: Path, data: dict[str, Any], star
 
 def variant_row(seed_dir: Path, variant: str, k: int) -> dict[str, float]:
     """Test top-1 (and voting@K for sampled evals) of one variant."""
-    metrics = eval_metrics(seed_dir / "eval" / variant)
+    return accuracy_row(eval_metrics(seed_dir / "eval" / variant), k)
+
+
+def accuracy_row(metrics: dict[str, float], k: int) -> dict[str, float]:
+    """Top-1, and voting@K when the evaluation sampled, from a `reft eval` results' metrics."""
     row = {"top1": metrics["top1"]}
     if f"voting@{k}" in metrics:
         row["voting"] = metrics[f"voting@{k}"]
